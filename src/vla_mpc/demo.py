@@ -1,0 +1,299 @@
+"""``make demo``: the whole graph drives the simulated robot, then a summary from the recording.
+
+    python -m vla_mpc.demo [--robot panda] [--instruction "pick up the red cube"] [--duration 60]
+        [--output output/demo-<time>] [--set policy.control_rate_hz=200]
+
+Runs sim_robot -> camera_ingest -> policy -> safety_monitor (planner beside it) with the recorder
+on, publishes the instruction, stops at task success (plus a short settle time) or after
+``--duration`` seconds, then reads the rosbag2 it recorded and prints: the measured rate of each
+topic (wall clock), the inter-message gap p99 of the command streams, safety interventions and the
+task outcome. The output folder keeps the bag (MCAP), every node's log, the safety intervention
+log, ``summary.json`` and PNG pictures (camera frames and the end-effector path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_mpc.bringup import Bringup, parse_overrides
+
+# Topics whose rate the summary reports, in graph order.
+REPORTED_TOPICS = (
+    "/joint_states",
+    "/camera/front/image_raw",
+    "/vla_mpc/observation/front/image",
+    "/vla_mpc/latent",
+    "/vla_mpc/action_chunk",
+    "/vla_mpc/joint_command",
+    "/forward_position_controller/commands",
+    "/vla_mpc/planner/cost",
+    "/vla_mpc/imagined_rollouts",
+    "/vla_mpc/sim/object_poses",
+    "/clock",
+)
+COMMAND_TOPICS = ("/vla_mpc/joint_command", "/forward_position_controller/commands")
+
+
+@dataclass
+class TopicStats:
+    """Receive-time statistics of one topic (wall clock of the recorder)."""
+
+    count: int
+    rate_hz: float
+    gap_ms_p99: float
+
+
+@dataclass
+class BagSummary:
+    """What the demo reads back from its recording."""
+
+    topics: dict[str, TopicStats] = field(default_factory=dict)
+    interventions: dict[str, int] = field(default_factory=dict)
+    task_success: bool | None = None
+    safety_states: list[str] = field(default_factory=list)
+    tcp_path: np.ndarray | None = None          # (N, 3) [m] in base_link
+    objects: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (3,) first pose, base_link
+    first_frame: np.ndarray | None = None       # (H, W, 3) uint8 RGB
+    last_frame: np.ndarray | None = None
+    error: str | None = None                    # set when the bag could be read only in part
+
+
+def _stats(times_ns: list[int]) -> TopicStats:
+    t = np.asarray(sorted(times_ns), dtype=np.float64) * 1e-9
+    if t.size < 2:
+        return TopicStats(int(t.size), 0.0, float("nan"))
+    gaps = np.diff(t)
+    # rate over the active span: the first and last message bound the window
+    return TopicStats(int(t.size), float((t.size - 1) / (t[-1] - t[0])), float(np.percentile(gaps, 99) * 1e3))
+
+
+def read_bag(bag: Path, robot: str, max_path_points: int = 2000) -> BagSummary:
+    """Read the demo's recording. A truncated or corrupt bag gives what was readable and sets
+    ``error`` (nothing raises for bag damage).
+
+    Args:
+        bag: rosbag2 directory.
+        robot: robot name, for forward kinematics of the recorded /joint_states.
+    """
+    from rclpy.serialization import deserialize_message
+    from rosbags.rosbag2 import Reader
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Bool, String
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from visualization_msgs.msg import MarkerArray
+
+    from vla_mpc.ros import conversions as cv
+
+    out = BagSummary()
+    times: dict[str, list[int]] = {}
+    joint_states: list[JointState] = []
+    try:
+        with Reader(bag) as reader:
+            for conn, t_ns, raw in reader.messages():
+                times.setdefault(conn.topic, []).append(t_ns)
+                topic = conn.topic
+                if topic == "/joint_states":
+                    joint_states.append(deserialize_message(raw, JointState))
+                elif topic == "/vla_mpc/safety/interventions":
+                    st = deserialize_message(raw, DiagnosticStatus)
+                    kv = {k.key: k.value for k in st.values}
+                    key = kv.get("reason", st.message or "unknown").split(" ")[0]
+                    out.interventions[key] = out.interventions.get(key, 0) + 1
+                elif topic == "/vla_mpc/sim/task_success":
+                    out.task_success = bool(out.task_success) or deserialize_message(raw, Bool).data
+                elif topic == "/vla_mpc/safety/state":
+                    s = deserialize_message(raw, String).data
+                    if not out.safety_states or out.safety_states[-1] != s:
+                        out.safety_states.append(s)
+                elif topic == "/vla_mpc/sim/object_poses" and not out.objects:
+                    objs = cv.markers_to_objects(deserialize_message(raw, MarkerArray))
+                    out.objects = {k: o.position for k, o in objs.items()}
+                elif topic == "/camera/front/image_raw":
+                    frame = cv.image_to_rgb(deserialize_message(raw, Image))
+                    if out.first_frame is None:
+                        out.first_frame = frame
+                    out.last_frame = frame
+    except Exception as exc:  # noqa: BLE001 - a damaged bag: keep what was read, say where it stopped
+        out.error = f"bag read stopped: {type(exc).__name__}: {exc}"
+    out.topics = {t: _stats(v) for t, v in times.items()}
+    if joint_states:
+        from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+
+        spec = load_robot_spec(robot)
+        model = RobotModel(spec)
+        step = max(1, len(joint_states) // max_path_points)
+        qs = []
+        for m in joint_states[::step]:
+            js = cv.joint_state_to_arrays(m)
+            try:
+                qs.append(cv.select_joints(js.names, js.position, spec.joint_names))
+            except ValueError:
+                continue
+        if qs:
+            out.tcp_path = np.stack([model.fk(q)[:3, 3] for q in qs])
+    return out
+
+
+def save_pictures(summary: BagSummary, out_dir: Path) -> list[Path]:
+    """Write ``camera_frames.png`` (first and last camera frame) and ``tcp_path.png`` (end-effector
+    path in base_link, top and side views, with the objects' first positions). Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    if summary.first_frame is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+        for ax, img, title in zip(axes, (summary.first_frame, summary.last_frame), ("first frame", "last frame")):
+            ax.imshow(img)
+            ax.set_title(f"/camera/front/image_raw: {title}")
+            ax.axis("off")
+        fig.tight_layout()
+        p = out_dir / "camera_frames.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    if summary.tcp_path is not None and len(summary.tcp_path) > 1:
+        path = summary.tcp_path
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+        for ax, (i, j), (xl, yl) in zip(axes, ((0, 1), (0, 2)), (("x [m]", "y [m]"), ("x [m]", "z [m]"))):
+            ax.plot(path[:, i], path[:, j], "-", color="tab:blue", lw=1.5, label="TCP path")
+            ax.plot(path[0, i], path[0, j], "o", color="tab:green", label="start")
+            ax.plot(path[-1, i], path[-1, j], "s", color="tab:red", label="end")
+            for name, pos in summary.objects.items():
+                colour = name.split("_")[0] if name.split("_")[0] in ("red", "green", "blue") else "gray"
+                ax.plot(pos[i], pos[j], "X", color=colour, ms=10, label=name)
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.grid(alpha=0.3)
+        axes[0].set_title("end-effector path, top view (base_link)")
+        axes[1].set_title("side view (base_link)")
+        axes[1].legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        p = out_dir / "tcp_path.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def format_summary(summary: BagSummary, meta: dict[str, Any]) -> str:
+    """The human-readable summary block printed at the end of the demo."""
+    lines = [
+        "",
+        "=" * 72,
+        f"vla_mpc demo: robot {meta['robot']}, instruction {meta['instruction']!r}",
+        f"ran {meta['wall_s']:.1f} s wall; output in {meta['output']}",
+        "-" * 72,
+        f"{'topic':45s} {'msgs':>7s} {'rate Hz':>9s} {'gap p99 ms':>10s}",
+    ]
+    for topic in REPORTED_TOPICS:
+        st = summary.topics.get(topic)
+        if st is None:
+            lines.append(f"{topic:45s} {0:7d} {'-':>9s} {'-':>10s}")
+        else:
+            lines.append(f"{topic:45s} {st.count:7d} {st.rate_hz:9.1f} {st.gap_ms_p99:10.1f}")
+    lines.append("-" * 72)
+    total = sum(summary.interventions.values())
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(summary.interventions.items())) or "none"
+    lines.append(f"safety interventions: {total} ({detail})")
+    lines.append(f"safety states: {' -> '.join(summary.safety_states) or 'none recorded'}")
+    outcome = {True: "SUCCESS", False: "not achieved", None: "unknown (no success topic)"}[summary.task_success]
+    lines.append(f"task outcome: {outcome}")
+    if summary.error:
+        lines.append(f"warning: {summary.error}")
+    lines.append("=" * 72)
+    return "\n".join(lines)
+
+
+def run(robot: str, instruction: str, duration_s: float, output: Path, overrides: dict[str, dict[str, Any]],
+        settle_s: float = 3.0) -> dict[str, Any]:
+    """Run the demo and return the summary dict (also written to ``output/summary.json``)."""
+    import rclpy
+    from std_msgs.msg import Bool, String
+
+    from vla_mpc.ros.qos import LATCHED_QOS
+    from vla_mpc.ros.runtime import isolate_ros_network
+
+    isolate_ros_network()
+    output.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, dict[str, Any]] = {
+        "sim_robot": {"instruction": instruction},
+        "policy": {"autostart": True},
+        "safety_monitor": {"intervention_log": str(output / "safety_interventions.jsonl")},
+    }
+    for node, params in overrides.items():
+        merged.setdefault(node, {}).update(params)
+    bringup = Bringup(robot=robot, sim=True, use_sim_time=True, record_dir=output / "bag",
+                      log_dir=output / "logs", overrides=merged)
+    rclpy.init()
+    node = rclpy.create_node("vla_mpc_demo")
+    success_at: list[float] = []
+    node.create_subscription(Bool, "/vla_mpc/sim/task_success",
+                             lambda m: success_at.append(time.monotonic()) if m.data and not success_at else None,
+                             LATCHED_QOS)
+    pub = node.create_publisher(String, "/vla_mpc/instruction", LATCHED_QOS)
+    t0 = time.monotonic()
+    bringup.start()
+    dead: dict[str, int] = {}
+    try:
+        pub.publish(String(data=instruction))
+        while time.monotonic() - t0 < duration_s:
+            rclpy.spin_once(node, timeout_sec=0.1)
+            if success_at and time.monotonic() - success_at[0] > settle_s:
+                break
+            dead = bringup.dead()
+            if dead:
+                print(f"[demo] nodes exited early: {dead}; see {output / 'logs'}")
+                break
+    except KeyboardInterrupt:
+        print("[demo] interrupted; summarising what was recorded")
+    finally:
+        wall_s = time.monotonic() - t0
+        codes = bringup.stop()
+        node.destroy_node()
+        rclpy.shutdown()
+    summary = read_bag(output / "bag", robot)
+    pictures = save_pictures(summary, output)
+    meta = {"robot": robot, "instruction": instruction, "wall_s": wall_s, "output": str(output)}
+    print(format_summary(summary, meta))
+    result = {
+        **meta,
+        "exit_codes": codes,
+        "early_exits": dead,
+        "topics": {t: vars(s) for t, s in summary.topics.items()},
+        "interventions": summary.interventions,
+        "safety_states": summary.safety_states,
+        "task_success": summary.task_success,
+        "pictures": [str(p) for p in pictures],
+        "bag_error": summary.error,
+    }
+    (output / "summary.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``make demo``."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--robot", default="panda", choices=("panda", "ur5e", "gr1"))
+    ap.add_argument("--instruction", default="pick up the red cube")
+    ap.add_argument("--duration", type=float, default=60.0, help="upper bound on the run [s]")
+    ap.add_argument("--output", type=Path, default=None, help="output folder (default output/demo-<time>)")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="parameter override")
+    a = ap.parse_args(argv)
+    output = a.output or Path("output") / time.strftime("demo-%Y%m%d-%H%M%S")
+    result = run(a.robot, a.instruction, a.duration, output, parse_overrides(a.set))
+    return 0 if not result["early_exits"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

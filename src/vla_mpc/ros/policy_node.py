@@ -1,0 +1,397 @@
+"""policy node: the dual-system policy (System 2 latent at ~2 Hz, System 1 chunks streamed at the
+control rate). A lifecycle node: ``configure`` loads the backend, ``activate`` starts the loops.
+
+Threads (rclpy's MultiThreadedExecutor collapses at 200 Hz here, ROS_ON_PIP.md, so the fast loop
+is not an executor callback):
+
+* the executor (SingleThreadedExecutor, main thread): subscriptions store the newest message and
+  its arrival time (``time.monotonic()``); lifecycle services; diagnostics timer;
+* ``system2`` thread (role both | system2): every ``1 / latent_rate_hz`` s runs the System 2
+  backend on the newest images + instruction (+ privileged object poses for the scripted backend)
+  and publishes ``/vla_mpc/latent``;
+* ``system1`` thread (role both | system1): every ``1 / chunk_rate_hz`` s, when the inputs are fresh,
+  runs the System 1 backend on ``z`` + the newest joint positions + the committed prefix and
+  submits the chunk to a :class:`~vla_mpc.core.chunking.ChunkStreamer` (publishes
+  ``/vla_mpc/action_chunk``);
+* ``control`` thread (role both | system1): at ``control_rate_hz`` on an absolute schedule samples the
+  streamer and publishes ``/vla_mpc/joint_command``; holds (the last commanded, else the last
+  measured position) when :func:`~vla_mpc.core.chunking.hold_reason` says an input is stale.
+
+Topics: subscribes ``/joint_states`` (sensor_msgs/JointState), ``/vla_mpc/observation/<camera>/image``
+(sensor_msgs/Image rgb8), ``/vla_mpc/instruction`` (std_msgs/String, latched),
+``/vla_mpc/sim/object_poses`` (visualization_msgs/MarkerArray in base_link, privileged),
+``/vla_mpc/latent`` (role system1 only). Publishes ``/vla_mpc/latent`` (Float32MultiArray, dims
+"tokens", "dim"), ``/vla_mpc/action_chunk`` (JointTrajectory over joint_names; header stamp = the
+chunk's start on the node clock), ``/vla_mpc/joint_command`` (JointState, position over joint_names),
+``/diagnostics``. Parameters: see ``config/params/policy.yaml``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from vla_mpc.core.chunking import ChunkStreamer, ChunkStreamerConfig, Freshness, HoldReason, hold_reason
+from vla_mpc.ros import conversions as cv
+from vla_mpc.ros.params import declare
+from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_SUB_QOS, STREAM_QOS
+from vla_mpc.ros.runtime import run_node
+
+ROLES = ("both", "system2", "system1")
+BACKENDS = ("scripted",)
+LATENT_LABELS = ("tokens", "dim")
+
+
+def load_backends(backend: str, robot_config: str, chunk_size: int, chunk_dt: float, speed_scale: float):
+    """Build ``(spec, system2, system1_factory)`` for ``backend``.
+
+    ``system1_factory()`` builds a System 1 backend (each thread needs its own: the kinematics
+    model is not thread-safe).
+
+    Raises:
+        ValueError: unknown backend.
+        vla_mpc.core.config.ConfigError: bad robot config.
+    """
+    from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+
+    spec = load_robot_spec(robot_config)
+    if backend == "scripted":
+        from vla_mpc.models.scripted import ScriptedSystem1, ScriptedSystem1Config, ScriptedSystem2
+
+        cfg = ScriptedSystem1Config(chunk_size=chunk_size, dt=chunk_dt, speed_scale=speed_scale)
+        return spec, ScriptedSystem2(), lambda: ScriptedSystem1(spec, RobotModel(spec), cfg)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+class _Loop(threading.Thread):
+    """Calls ``body()`` every ``period`` s on an absolute schedule (missed ticks are skipped, not
+    bunched) until ``stop()``; exceptions are reported through ``on_error`` and the loop goes on."""
+
+    def __init__(self, name: str, period: float, body: Callable[[], None], on_error: Callable[[str], None]):
+        super().__init__(name=name, daemon=True)
+        self.period, self.body, self.on_error = period, body, on_error
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        next_t = time.monotonic()
+        while not self._halt.is_set():
+            try:
+                self.body()
+            except Exception as exc:  # noqa: BLE001 - a backend error must not kill the loop
+                self.on_error(f"{self.name}: {type(exc).__name__}: {exc}")
+            next_t += self.period
+            now = time.monotonic()
+            if next_t < now:  # overran: skip the missed ticks
+                next_t = now + self.period - ((now - next_t) % self.period)
+            self._halt.wait(next_t - now) if next_t - now > 0.002 else time.sleep(max(0.0, next_t - now))
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=2.0)
+
+
+class PolicyNode(LifecycleNode):
+    """Lifecycle shell around the System 2 / System 1 backends and the chunk streamer."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("policy", **kwargs)
+        d = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        d("robot_config", "panda", "Robot name (config/<name>.yaml) or config path.", read_only=True)
+        d("backend", "scripted", f"Policy backend: {'|'.join(BACKENDS)} (scripted = privileged sim poses).", read_only=True)
+        d("role", "both", "both | system2 | system1: which systems this process runs.", read_only=True)
+        self.autostart = d("autostart", False, "Configure and activate at start-up (else wait for lifecycle transitions).", read_only=True)
+        d("control_rate_hz", 100.0, "Joint command rate [Hz].", read_only=True, min_value=1.0, max_value=1000.0)
+        d("latent_rate_hz", 2.0, "System 2 rate [Hz].", read_only=True, min_value=0.05, max_value=50.0)
+        d("chunk_rate_hz", 10.0, "System 1 chunk inference rate [Hz].", read_only=True, min_value=0.1, max_value=200.0)
+        d("chunk_size", 16, "Steps per action chunk.", read_only=True, min_value=2, max_value=1024)
+        d("chunk_dt", 0.05, "Time between chunk steps [s].", read_only=True, min_value=0.001, max_value=1.0)
+        d("blend_steps", 4, "Chunk steps cross-faded when a new chunk joins (0 = naive switching).", read_only=True, min_value=0, max_value=1024)
+        d("interpolation", "linear", "Between chunk steps: linear | cubic.", read_only=True)
+        d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
+        d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
+        d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
+        d("max_image_age_s", 0.5, "Hold when the newest camera frame is older than this [s].", min_value=0.001, max_value=60.0)
+        d("require_camera", True, "Hold (and skip System 2) without a fresh camera frame.")
+        d("cameras", ["front"], "Camera names; frames from /vla_mpc/observation/<name>/image.", read_only=True)
+        d("diagnostics_rate_hz", 1.0, "Rate of /diagnostics [Hz].", read_only=True, min_value=0.1, max_value=50.0)
+        self._lock = threading.Lock()
+        self._loops: list[_Loop] = []
+        self._entities: list[Any] = []
+        self._active = False
+        self._reset_inputs()
+        if self.autostart:
+            self._autostart_timer = self.create_timer(0.0, self._do_autostart)
+
+    # --------------------------------------------------------------------------- lifecycle
+    def _do_autostart(self) -> None:
+        self._autostart_timer.cancel()
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _reset_inputs(self) -> None:
+        self._q: np.ndarray | None = None  # (n,) over joint_names [rad or m]
+        self._q_time: float | None = None
+        self._images: dict[str, Image] = {}
+        self._image_time: float | None = None
+        self._instruction = ""
+        self._objects: dict[str, np.ndarray] = {}
+        self._z: np.ndarray | None = None
+        self._z_time: float | None = None
+        self._last_command: np.ndarray | None = None
+        self._hold: HoldReason | None = HoldReason.NO_STATE
+        self._status2 = "not run"
+        self._status1 = "not run"
+        self._last_error = ""
+        self._tick_times: list[float] = []
+        self._infer_latency = 0.0
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = lambda n: self.get_parameter(n).value  # noqa: E731
+        try:
+            self.role = p("role")
+            if self.role not in ROLES:
+                raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+            if p("interpolation") not in ("linear", "cubic"):
+                raise ValueError(f"interpolation must be linear or cubic, got {p('interpolation')!r}")
+            self.spec, self.system2, s1_factory = load_backends(
+                p("backend"), p("robot_config"), p("chunk_size"), p("chunk_dt"), p("speed_scale")
+            )
+            self.system1 = s1_factory() if self.role != "system2" else None
+            self.names = tuple(self.spec.joint_names)
+            self.streamer = ChunkStreamer(ChunkStreamerConfig(
+                action_dim=len(self.names), dt=p("chunk_dt"), blend_steps=p("blend_steps"),
+                interpolation=p("interpolation"),
+            ))
+            self.freshness = Freshness(p("max_latent_age_s"), p("max_state_age_s"), p("max_image_age_s"), p("require_camera"))
+        except Exception as exc:  # noqa: BLE001 - report the reason, stay unconfigured
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self._reset_inputs()
+        self._join_index: dict[tuple[str, ...], np.ndarray] = {}
+        sub = lambda *a: self._entities.append(self.create_subscription(*a))  # noqa: E731
+        sub(JointState, "/joint_states", self._on_joint_state, STATE_SUB_QOS)
+        for cam in p("cameras"):
+            sub(Image, f"/vla_mpc/observation/{cam}/image", lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
+        sub(String, "/vla_mpc/instruction", self._on_instruction, LATCHED_QOS)
+        sub(MarkerArray, "/vla_mpc/sim/object_poses", self._on_objects, STATE_SUB_QOS)
+        if self.role == "system1":
+            sub(Float32MultiArray, "/vla_mpc/latent", self._on_latent, STREAM_QOS)
+        self.latent_pub = self.create_publisher(Float32MultiArray, "/vla_mpc/latent", STREAM_QOS)
+        self.chunk_pub = self.create_publisher(JointTrajectory, "/vla_mpc/action_chunk", STREAM_QOS)
+        self.command_pub = self.create_publisher(JointState, "/vla_mpc/joint_command", COMMAND_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities += [self.latent_pub, self.chunk_pub, self.command_pub, self.diag_pub]
+        self._entities.append(self.create_timer(1.0 / p("diagnostics_rate_hz"), self._publish_diagnostics))
+        self.get_logger().info(
+            f"configured: backend {p('backend')}, role {self.role}, robot {self.spec.name}, "
+            f"control {p('control_rate_hz')} Hz, latent {p('latent_rate_hz')} Hz, chunks {p('chunk_rate_hz')} Hz"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = lambda n: self.get_parameter(n).value  # noqa: E731
+        self.system2.reset()
+        if self.system1 is not None:
+            self.system1.reset()
+        self.streamer.clear()
+        self._last_command = None
+        self._control_period = 1.0 / p("control_rate_hz")
+        self._active = True
+        if self.role in ("both", "system2"):
+            self._loops.append(_Loop("system2", 1.0 / p("latent_rate_hz"), self._system2_step, self._report))
+        if self.role in ("both", "system1"):
+            self._loops.append(_Loop("system1", 1.0 / p("chunk_rate_hz"), self._system1_step, self._report))
+            self._loops.append(_Loop("control", 1.0 / p("control_rate_hz"), self._control_step, self._report))
+        for loop in self._loops:
+            loop.start()
+        self.get_logger().info("active")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loops()
+        self.get_logger().info("inactive")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_loops()
+        self._destroy_entities()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the loops (called by ``run_node`` at exit and by the shutdown transition)."""
+        self._stop_loops()
+
+    def _stop_loops(self) -> None:
+        self._active = False
+        for loop in self._loops:
+            loop.stop()
+        self._loops = []
+
+    def _destroy_entities(self) -> None:
+        for e in self._entities:
+            destroy = {
+                "Subscription": self.destroy_subscription, "Publisher": self.destroy_publisher,
+                "Timer": self.destroy_timer,
+            }.get(type(e).__name__)
+            if destroy is not None:
+                destroy(e)
+        self._entities = []
+
+    def _report(self, message: str) -> None:
+        self._last_error = message
+        self.get_logger().error(message, throttle_duration_sec=2.0)
+
+    # --------------------------------------------------------------------------- callbacks
+    def _on_joint_state(self, msg: JointState) -> None:
+        names = tuple(msg.name)
+        idx = self._join_index.get(names)
+        if idx is None:
+            missing = [j for j in self.names if j not in names]
+            if missing:
+                self.get_logger().warning(f"/joint_states lacks joints {missing}", throttle_duration_sec=5.0)
+                return
+            idx = self._join_index[names] = np.array([names.index(j) for j in self.names])
+        q = np.asarray(msg.position, dtype=np.float64)
+        if q.shape != (len(names),) or not np.all(np.isfinite(q[idx])):
+            self.get_logger().warning("/joint_states: malformed or non-finite positions", throttle_duration_sec=5.0)
+            return
+        self._q, self._q_time = q[idx], time.monotonic()
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        self._images[camera] = msg  # decoded by System 2, not in the executor
+        self._image_time = time.monotonic()
+
+    def _on_instruction(self, msg: String) -> None:
+        if msg.data != self._instruction:
+            self.get_logger().info(f"instruction: {msg.data!r}")
+        self._instruction = msg.data
+
+    def _on_objects(self, msg: MarkerArray) -> None:
+        try:
+            objs = cv.markers_to_objects(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f"/vla_mpc/sim/object_poses: {exc}", throttle_duration_sec=5.0)
+            return
+        self._objects = {name: o.position for name, o in objs.items()}
+
+    def _on_latent(self, msg: Float32MultiArray) -> None:
+        try:
+            z, labels = cv.float32_tensor_to_numpy(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f"/vla_mpc/latent: {exc}", throttle_duration_sec=5.0)
+            return
+        if labels != LATENT_LABELS:
+            self.get_logger().warning(f"/vla_mpc/latent dims {labels}, expected {LATENT_LABELS}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._z, self._z_time = z, time.monotonic()
+
+    # --------------------------------------------------------------------------- the loops
+    def _system2_step(self) -> None:
+        now = time.monotonic()
+        images_fresh = self._image_time is not None and now - self._image_time <= self.freshness.max_image_age_s
+        if self.freshness.require_camera and not images_fresh:
+            self._status2 = "waiting for a fresh camera frame"
+            return
+        images = {}
+        for cam, msg in list(self._images.items()):
+            try:
+                images[cam] = cv.image_to_rgb(msg)
+            except ValueError as exc:
+                self.get_logger().warning(f"camera {cam}: {exc}", throttle_duration_sec=5.0)
+        z = np.asarray(self.system2.infer(images, self._instruction, dict(self._objects)), dtype=np.float32)
+        self._status2 = getattr(self.system2, "status", "ok")
+        with self._lock:
+            self._z, self._z_time = z, time.monotonic()
+        self.latent_pub.publish(cv.float32_tensor_msg(z, LATENT_LABELS))
+
+    def _inputs_hold_reason(self, now: float) -> HoldReason | None:
+        with self._lock:
+            z_time = self._z_time
+        return hold_reason(self.freshness, now, z_time, self._q_time, self._image_time)
+
+    def _system1_step(self) -> None:
+        now = time.monotonic()
+        if self._inputs_hold_reason(now) is not None:
+            return
+        with self._lock:
+            z = self._z
+        q = self._q
+        # The chunk starts where the executing trajectory will be once inference is done.
+        t_start = now + max(self._infer_latency * 1.5, 2.0 * self._control_period)
+        prefix = None if self.streamer.empty else self.streamer.committed(t_start, 2)
+        t0 = time.monotonic()
+        chunk = self.system1.infer(z, q, prefix)
+        done = time.monotonic()
+        self._infer_latency = 0.8 * self._infer_latency + 0.2 * (done - t0)
+        self.streamer.submit(chunk, max(t_start, done) if prefix is None else t_start, t_now=done)
+        self._status1 = getattr(self.system1, "status", "ok")
+        stamp_ros = self.get_clock().now().nanoseconds * 1e-9 + (t_start - done)
+        times = self.streamer.config.dt * np.arange(chunk.shape[0])
+        self.chunk_pub.publish(cv.trajectory_msg(self.names, chunk, times, stamp=max(0.0, stamp_ros)))
+
+    def _control_step(self) -> None:
+        now = time.monotonic()
+        reason = self._inputs_hold_reason(now)
+        if reason is None and (self.streamer.empty or self.streamer.holding):
+            reason = HoldReason.NO_CHUNK  # inputs fresh again; System 1 has not submitted yet
+        if reason is not None and not self.streamer.holding:
+            target = self._last_command if self._last_command is not None else self._q
+            if target is None:
+                self._hold = reason
+                return  # nothing known to hold yet: publish nothing
+            self.streamer.hold(target, now)
+        if reason != self._hold:
+            self.get_logger().info(f"holding: {reason.value}" if reason is not None else "following chunks")
+            self._hold = reason
+        target = self.streamer.sample(now)
+        self._last_command = target
+        self.command_pub.publish(cv.joint_state_msg(self.names, target, stamp=self.get_clock().now().to_msg()))
+        self._tick_times.append(now)
+        if len(self._tick_times) > 2000:
+            del self._tick_times[:1000]
+
+    def _publish_diagnostics(self) -> None:
+        ticks = np.diff(np.asarray(self._tick_times[-500:]))
+        st = DiagnosticStatus(name="vla_mpc/policy", hardware_id=self.spec.name)
+        hold = self._hold.value if self._hold is not None else ""
+        st.level = DiagnosticStatus.OK if self._active and not hold else DiagnosticStatus.WARN
+        st.message = "inactive" if not self._active else (f"holding: {hold}" if hold else "following chunks")
+        st.values = [
+            KeyValue(key="role", value=self.role),
+            KeyValue(key="system2", value=self._status2),
+            KeyValue(key="system1", value=self._status1),
+            KeyValue(key="inference_latency_ms", value=f"{self._infer_latency * 1e3:.2f}"),
+            KeyValue(key="control_gap_p99_ms", value=f"{np.percentile(ticks, 99) * 1e3:.2f}" if ticks.size else "n/a"),
+            KeyValue(key="last_error", value=self._last_error),
+        ]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``policy``."""
+    # Let the control thread get the GIL back quickly (default switch interval 5 ms = one 200 Hz tick).
+    sys.setswitchinterval(0.0005)
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

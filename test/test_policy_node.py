@@ -1,0 +1,140 @@
+"""policy node through real pub/sub: the node runs in its own process (conftest ``start_node``), the
+test publishes /joint_states (echoing the commands back: a perfectly tracking robot), the instruction
+and the privileged object poses, and listens to /vla_mpc/joint_command, /vla_mpc/latent and
+/vla_mpc/action_chunk."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float32MultiArray, String  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from vla_mpc.core.robot_model import load_robot_spec  # noqa: E402
+from vla_mpc.models.scripted import LATENT_FIELDS  # noqa: E402
+from vla_mpc.ros import conversions as cv  # noqa: E402
+from vla_mpc.ros.qos import LATCHED_QOS, STATE_QOS  # noqa: E402
+
+NODE = "vla_mpc.ros.policy_node"
+RECV_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+RED_CUBE = np.array([0.5, 0.1, 0.025])  # base_link [m]
+
+
+class _World:
+    """Test-side robot: publishes joint states (= the last command), instruction, object poses."""
+
+    def __init__(self, ros, state_rate_hz: float = 100.0) -> None:
+        self.ros = ros
+        n = ros.node
+        self.spec = load_robot_spec("panda")
+        self.q = np.array(self.spec.home, dtype=float)
+        self.publish_states = True
+        self.commands: list[tuple[float, np.ndarray]] = []
+        self.latents: list[Float32MultiArray] = []
+        self.chunks: list[JointTrajectory] = []
+        self.state_pub = n.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.instr_pub = n.create_publisher(String, "/vla_mpc/instruction", LATCHED_QOS)
+        self.obj_pub = n.create_publisher(MarkerArray, "/vla_mpc/sim/object_poses", 10)
+        n.create_subscription(JointState, "/vla_mpc/joint_command", self._on_command, RECV_QOS)
+        n.create_subscription(Float32MultiArray, "/vla_mpc/latent", self.latents.append, RECV_QOS)
+        n.create_subscription(JointTrajectory, "/vla_mpc/action_chunk", self.chunks.append, RECV_QOS)
+        n.create_timer(1.0 / state_rate_hz, self._publish_state)
+        n.create_timer(0.1, self._publish_objects)
+        self.instr_pub.publish(String(data="pick up the red cube"))
+
+    def _on_command(self, msg: JointState) -> None:
+        arr = cv.joint_state_to_arrays(msg)
+        q = cv.select_joints(arr.names, arr.position, self.spec.joint_names)
+        self.commands.append((time.monotonic(), q))
+        self.q = q
+
+    def _publish_state(self) -> None:
+        if self.publish_states:
+            self.state_pub.publish(cv.joint_state_msg(self.spec.joint_names, self.q, stamp=time.time()))
+
+    def _publish_objects(self) -> None:
+        objs = [
+            cv.SceneObject("red_cube", RED_CUBE, np.array([0, 0, 0, 1.0]), np.array([1, 0, 0, 1.0]),
+                           np.full(3, 0.05), "base_link"),
+            cv.SceneObject("blue_cube", np.array([0.45, -0.2, 0.025]), np.array([0, 0, 0, 1.0]),
+                           np.array([0, 0, 1, 1.0]), np.full(3, 0.05), "base_link"),
+        ]
+        self.obj_pub.publish(cv.objects_to_markers(objs, stamp=time.time()))
+
+
+def _change_state(ros, transition_id: int) -> bool:
+    client = ros.node.create_client(ChangeState, "/policy/change_state")
+    assert ros.spin_until(client.service_is_ready, 10.0), "lifecycle service not available"
+    fut = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+    assert ros.spin_until(fut.done, 10.0), "change_state timed out"
+    return fut.result().success
+
+
+def test_streams_at_control_rate_publishes_labelled_latent_and_holds_without_states(start_node, ros_node):
+    rate = 100.0
+    node = start_node(NODE, {"autostart": True, "require_camera": False, "control_rate_hz": rate,
+                             "max_state_age_s": 0.1})
+    world = _World(ros_node)
+    assert ros_node.spin_until(lambda: len(world.commands) > 20 and len(world.latents) > 0, 30.0), node.log()[-3000:]
+
+    # Rate over a 3 s window.
+    world.commands.clear()
+    ros_node.spin_for(3.0)
+    times = np.array([t for t, _ in world.commands])
+    assert times.size >= 0.9 * rate * 3.0, f"{times.size} commands in 3 s at {rate} Hz"
+    gaps = np.diff(times)
+    assert np.percentile(gaps, 99) < 4.0 / rate, f"p99 gap {np.percentile(gaps, 99) * 1e3:.1f} ms"
+
+    # Latent: labelled dims, valid scripted task for the red cube.
+    z, labels = cv.float32_tensor_to_numpy(world.latents[-1])
+    assert labels == ("tokens", "dim")
+    assert z.shape == (1, len(LATENT_FIELDS))
+    f = {k: i for i, k in enumerate(LATENT_FIELDS)}
+    assert z[0, f["valid"]] == 1.0
+    np.testing.assert_allclose(z[0, f["obj_x"]:f["obj_z"] + 1], RED_CUBE, atol=1e-6)
+
+    # Following chunks: the arm moved away from home, and chunks are published over joint_names.
+    moved = np.linalg.norm(world.commands[-1][1] - world.spec.home)
+    assert moved > 0.05, f"commands stayed at home (moved {moved:.4f} rad)"
+    assert world.chunks and tuple(world.chunks[-1].joint_names) == world.spec.joint_names
+
+    # Joint states stop -> the node holds: commands keep coming, all equal to one constant target.
+    world.publish_states = False
+    ros_node.spin_for(0.4)
+    world.commands.clear()
+    ros_node.spin_for(1.0)
+    held = np.array([q for _, q in world.commands])
+    assert held.shape[0] >= 0.9 * rate * 1.0, f"{held.shape[0]} hold commands in 1 s"
+    assert np.max(np.abs(held - held[0])) < 1e-9, "command changed while joint states were stale"
+
+    # States return -> the node follows chunks again (commands change).
+    world.publish_states = True
+    ros_node.spin_for(1.5)
+    resumed = np.array([q for _, q in world.commands[-50:]])
+    assert np.max(np.abs(resumed - held[0])) > 1e-4, "node did not resume after joint states returned"
+    assert node.alive()
+
+
+def test_lifecycle_inactive_until_activated(start_node, ros_node):
+    node = start_node(NODE, {"require_camera": False, "control_rate_hz": 100.0})
+    world = _World(ros_node)
+    assert _change_state(ros_node, Transition.TRANSITION_CONFIGURE)
+    ros_node.spin_for(1.0)
+    assert world.commands == [], "configured but inactive node published commands"
+    assert _change_state(ros_node, Transition.TRANSITION_ACTIVATE)
+    assert ros_node.spin_until(lambda: len(world.commands) > 50, 10.0), node.log()[-3000:]
+    assert _change_state(ros_node, Transition.TRANSITION_DEACTIVATE)
+    ros_node.spin_for(0.3)
+    world.commands.clear()
+    ros_node.spin_for(0.7)
+    assert world.commands == [], "deactivated node kept publishing"
