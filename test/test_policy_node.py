@@ -138,3 +138,16 @@ def test_lifecycle_inactive_until_activated(start_node, ros_node):
     world.commands.clear()
     ros_node.spin_for(0.7)
     assert world.commands == [], "deactivated node kept publishing"
+
+
+def test_split_system2_and_system1_in_two_processes(start_node, ros_node):
+    """role system2 publishes /vla_mpc/latent; role system1 (another process) follows it."""
+    common = {"autostart": True, "require_camera": False}
+    s2 = start_node(NODE, {**common, "role": "system2"}, ["-r", "__node:=policy_system2"])
+    s1 = start_node(NODE, {**common, "role": "system1"}, ["-r", "__node:=policy_system1"])
+    world = _World(ros_node)
+    assert ros_node.spin_until(lambda: len(world.commands) > 100 and len(world.latents) > 1, 30.0), (
+        s2.log()[-2000:] + s1.log()[-2000:]
+    )
+    moved = np.linalg.norm(world.commands[-1][1] - world.spec.home)
+    assert moved > 0.01, f"system1 did not follow the latent (moved {moved:.4f} rad)"

@@ -22,6 +22,7 @@ def test_records_and_reads_back(start_node, ros_node, tmp_path):
     proc = start_node("vla_mpc.ros.recorder", {"output_dir": str(bag), "discovery_period_s": 0.1})
     # wait until the recorder subscribes to both topics
     assert ros_node.spin_until(lambda: js_pub.get_subscription_count() > 0 and instr_pub.get_subscription_count() > 0, 20.0), proc.log()
+    ros_node.spin_for(1.0)  # DDS matching is asymmetric: let the reader side settle too
     sent = []
     for i in range(50):
         msg = cv.joint_state_msg(["j1", "j2"], [0.01 * i, -0.01 * i], stamp=100.0 + i * 0.01)
@@ -30,7 +31,7 @@ def test_records_and_reads_back(start_node, ros_node, tmp_path):
         ros_node.spin_for(0.01)
     from rclpy.duration import Duration
 
-    assert js_pub.wait_for_all_acked(Duration(seconds=2.0))
+    assert js_pub.wait_for_all_acked(Duration(seconds=10.0))
     ros_node.spin_for(0.5)
     assert proc.stop() == 0, proc.log()
 

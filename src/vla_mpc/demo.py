@@ -206,7 +206,14 @@ def format_summary(summary: BagSummary, meta: dict[str, Any]) -> str:
     total = sum(summary.interventions.values())
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(summary.interventions.items())) or "none"
     lines.append(f"safety interventions: {total} ({detail})")
-    lines.append(f"safety states: {' -> '.join(summary.safety_states) or 'none recorded'}")
+    states = summary.safety_states
+    if len(states) > 8:
+        from collections import Counter
+
+        visits = ", ".join(f"{k} x{v}" for k, v in Counter(states).items())
+        lines.append(f"safety states: {len(states) - 1} transitions ({visits}); final {states[-1]}")
+    else:
+        lines.append(f"safety states: {' -> '.join(states) or 'none recorded'}")
     outcome = {True: "SUCCESS", False: "not achieved", None: "unknown (no success topic)"}[summary.task_success]
     lines.append(f"task outcome: {outcome}")
     if summary.error:

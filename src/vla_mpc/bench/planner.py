@@ -17,7 +17,9 @@ Budgets:
 
 Each budget plans ``warmup`` times, then ``repeats`` timed warm-started calls from the same state
 (wall clock, ``time.perf_counter``); ``plan_ms_p50`` / ``plan_ms_p99`` are percentiles of those.
-Timings on shared CPUs are noisy: compare medians across runs, not single values.
+torch runs on ``torch_threads`` threads (1 by default, as the node): these batches are too small to
+gain from intra-op threads, and on a shared 2-core machine OpenMP threads that wait for each other
+made calls 10-30x slower. Timings on shared CPUs are noisy: compare medians across runs.
 """
 
 from __future__ import annotations
@@ -55,22 +57,32 @@ def _budgets() -> list[tuple[str, str, object]]:
     ]
 
 
-def run(repeats: int = 20, warmup: int = 2) -> list[dict]:
+def run(repeats: int = 20, warmup: int = 2, torch_threads: int = 1) -> list[dict]:
     """Time ``plan()`` for each budget.
 
     Args:
         repeats: timed calls per budget (>= 1).
         warmup: untimed calls first (allocator and first-call overheads).
+        torch_threads: intra-op threads while timing (restored afterwards).
 
     Returns:
         One dict per budget: ``name``, ``planner``, ``num_samples``, ``horizon``, ``iterations``,
         ``num_elites``, ``plan_ms_p50``, ``plan_ms_p99``, ``predictor``, ``torch_threads``, ``notes``.
 
     Raises:
-        ValueError: if ``repeats < 1`` or ``warmup < 0``.
+        ValueError: if ``repeats < 1``, ``warmup < 0`` or ``torch_threads < 1``.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if repeats < 1 or warmup < 0 or torch_threads < 1:
+        raise ValueError(f"need repeats >= 1, warmup >= 0, torch_threads >= 1; got {repeats}, {warmup}, {torch_threads}")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    try:
+        return _run(repeats, warmup)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(repeats: int, warmup: int) -> list[dict]:
     model, home = _model()
     z0 = model.encode(None, home)
     goal = model.make_goal(joint_positions=home + np.r_[0.3, 0.2, -0.2, 0.3, 0.0, -0.2, 0.1, 0.0],

@@ -63,6 +63,9 @@ BLEND_WEIGHTS = ("quintic", "linear")
 
 # Knots closer than this fraction of dt are merged (avoids degenerate spline intervals).
 _KNOT_MERGE_FRACTION = 1e-3
+# Extra knots per chunk step inside the cross-fade, so interpolating the composite follows the smooth
+# weight (with knots only at chunk steps, linear interpolation would turn w'(0) = 0 into a kink).
+_BLEND_SUBDIVISIONS = 8
 
 
 def blend_weight(s: np.ndarray | float, kind: str = "quintic") -> np.ndarray:
@@ -333,13 +336,15 @@ def _blend(old: _Trajectory, new: _Trajectory, t_switch: float, cfg: ChunkStream
     """Composite trajectory: ``old`` until ``t_switch``, cross-faded to ``new`` over the overlap.
 
     Knots: the last ``old`` knot before ``t_switch`` (so cubic tangents at the switch see the past),
-    ``t_switch`` itself, the union of old and new knots inside the overlap, the overlap end, and the
-    new chunk's knots after it. Values inside the overlap are ``(1 - w) old + w new``.
+    ``t_switch`` itself, the union of old and new knots and ``_BLEND_SUBDIVISIONS`` evenly spaced
+    knots per chunk step inside the overlap, the overlap end, and the new chunk's knots after it.
+    Values inside the overlap are ``(1 - w) old + w new``.
     """
     t_blend_end = t_switch + cfg.blend_steps * cfg.dt
     merge = _KNOT_MERGE_FRACTION * cfg.dt
     before = old.times[old.times < t_switch - merge]
-    inside = np.concatenate([old.times, new.times])
+    dense = np.linspace(t_switch, t_blend_end, cfg.blend_steps * _BLEND_SUBDIVISIONS + 1)
+    inside = np.concatenate([old.times, new.times, dense])
     inside = inside[(inside > t_switch + merge) & (inside < t_blend_end - merge)]
     after = new.times[new.times > t_blend_end + merge]
     knots = np.concatenate([before[-1:], [t_switch], inside, [t_blend_end], after])

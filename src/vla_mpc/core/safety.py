@@ -295,7 +295,13 @@ class SafetyFilter:
         self._two_inv_Ab = 2.0 / self._Ab
         self._max_step = limits.max_joint_step
         self._buf_step = np.zeros(n)
+        self._buf_v = np.zeros(n)
         self._buf_caps = np.zeros((2, n))
+        self._sgn = np.array([[1.0], [-1.0]])
+        self._sb = np.stack([limits.upper, -limits.lower])
+        # Distance beyond which the braking speed exceeds V (the cap is then V itself) [rad].
+        self._far = limits.velocity**2 / (2.0 * brake_fraction * limits.acceleration) + (
+            limits.acceleration / limits.jerk + 2.0 * dt) * limits.velocity
         # State.
         self._outside = False
         self._p = np.zeros(n)
@@ -507,7 +513,7 @@ class SafetyFilter:
         joint to ``reasons`` and its kind to ``kinds``.
         """
         p, v, a, h, inv_h = self._p, self._v, self._a, self._h, self._inv_h
-        k, A = self._k, self._A
+        k, A, sgn = self._k, self._A, self._sgn
         if self._outside:
             # A joint seeded outside the limits may only move back inside: relax its bound to the
             # current position.
@@ -515,21 +521,27 @@ class SafetyFilter:
             hi = np.maximum(self.limits.upper, p)
         else:
             lo, hi = self.limits.lower, self.limits.upper
-        # Braking-aware speed limits toward the upper (row 0) and lower (row 1) position bound.
+        # Everything below is stacked (2, n): row 0 looks toward the upper bound, row 1 toward the
+        # lower bound with signs flipped, so each quantity is one numpy call.
+        # Braking-aware speed limit toward each position bound (rad/s, >= 0).
         caps = self._buf_caps
         np.subtract(hi, p, out=caps[0])
         np.subtract(p, lo, out=caps[1])
-        caps = self._brake_speed(caps, out=caps)
-        np.minimum(caps, self._V, out=caps)
-        # Acceleration bounds for this period: libfranka's safe-acceleration chain toward the
-        # (braking-aware) velocity limits, then jerk and acceleration. |v| <= V holds, so the
-        # chain also implies the hard velocity bound (V - v) / dt.
-        ub = np.minimum(k * (caps[0] - v), np.minimum(a + self._dA, A))
-        lb = np.maximum(-k * (caps[1] + v), np.maximum(a - self._dA, -A))
+        if (caps >= self._far).all():
+            caps[:] = self._V  # far from both bounds: the plain velocity limit binds
+        else:
+            self._brake_speed(caps, out=caps)
+            np.minimum(caps, self._V, out=caps)
+        # Largest acceleration toward each bound this period: libfranka's safe-acceleration chain
+        # k (cap - v) (which also implies the hard velocity bound, as |v| <= V), jerk and
+        # acceleration limits.
+        sv = sgn * v
+        sa = sgn * a
+        bound = np.minimum(k * (caps - sv), np.minimum(sa + self._dA, A))
         # The acceleration that lands exactly on the target this period.
         e = x - p
         a_req = (e * inv_h - v) * inv_h
-        direct = (a_req >= lb) & (a_req <= ub) & (x >= lo) & (x <= hi)
+        direct = ((sgn * a_req <= bound) & (sgn * x <= self._sgn_bounds(lo, hi))).all(axis=0)
         if direct.all():
             return x, False
         # Joints that cannot reach the target this period approach it (clipped into the bounds)
@@ -551,6 +563,12 @@ class SafetyFilter:
             reasons[name] = f"{reasons[name]}; {why}" if name in reasons else why
             kinds.append(kind)
         return out, True
+
+    def _sgn_bounds(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """(2, n): ``[hi, -lo]``, the position bounds in the stacked sign convention."""
+        if lo is self.limits.lower:
+            return self._sb
+        return np.stack([hi, -lo])
 
     def _brake_speed(self, d: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Largest speed [rad/s] from which braking at ``Ab = brake_fraction * A`` after a delay
@@ -586,12 +604,15 @@ class SafetyFilter:
 
     def _commit(self, out: np.ndarray) -> None:
         """Make ``out`` the last command; velocity and acceleration are its finite differences."""
-        inv_h = self._inv_h
-        v_new = (out - self._p) * inv_h
-        self._a[:] = (v_new - self._v) * inv_h
+        inv_h, v_new = self._inv_h, self._buf_v
+        np.subtract(out, self._p, out=v_new)
+        v_new *= inv_h
+        np.subtract(v_new, self._v, out=self._a)
+        self._a *= inv_h
         self._v[:] = v_new
         self._p[:] = out
-        self._outside = bool(((out < self.limits.lower) | (out > self.limits.upper)).any())
+        if self._outside:
+            self._outside = bool(((out < self.limits.lower) | (out > self.limits.upper)).any())
 
     # ---------------------------------------------------------------------------------- hold
 

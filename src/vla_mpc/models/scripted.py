@@ -31,9 +31,12 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:  # kinematics is injected; importing it here would pull in pinocchio
+    from vla_mpc.core.robot_model import RobotModel, RobotSpec
 
 __all__ = [
     "LATENT_FIELDS",
@@ -198,8 +201,16 @@ class LatentTask:
     goal_position: np.ndarray
 
 
-def encode_latent(spec: TaskSpec | None, object_position=None, goal_position=None) -> np.ndarray:
-    """Scripted latent ``z``: (1, len(LATENT_FIELDS)) float32; ``spec=None`` -> an invalid (idle) z."""
+def encode_latent(
+    spec: TaskSpec | None, object_position: np.ndarray | None = None, goal_position: np.ndarray | None = None
+) -> np.ndarray:
+    """Scripted latent ``z``: (1, len(LATENT_FIELDS)) float32; ``spec=None`` -> an invalid (idle) z.
+
+    Args:
+        spec: the parsed task, or None.
+        object_position: (3,) target object centre [m] in base_link (required with ``spec``).
+        goal_position: (3,) PLACE release point [m] in base_link, or None (zeros).
+    """
     z = np.zeros((1, len(LATENT_FIELDS)), dtype=np.float32)
     if spec is None:
         return z
@@ -243,13 +254,13 @@ class ScriptedSystem2:
     last latent is invalid (instruction not understood, object absent), or ``"ok"``.
 
     Args:
-        place_clearance: height of the release point above the destination object's centre [m]
-            (one cube edge of the sim's 5 cm cubes), >= 0.
+        place_clearance: height of the release point above the destination object's centre [m],
+            >= 0 (the sim's 4 cm cubes: one edge + 5 mm, so the held cube is released just above).
     """
 
     latent_shape = (1, len(LATENT_FIELDS))
 
-    def __init__(self, place_clearance: float = 0.05) -> None:
+    def __init__(self, place_clearance: float = 0.045) -> None:
         if not (math.isfinite(place_clearance) and place_clearance >= 0.0):
             raise ValueError(f"place_clearance must be finite and >= 0 m, got {place_clearance!r}")
         self.place_clearance = float(place_clearance)
@@ -324,6 +335,8 @@ class ScriptedSystem1Config:
         dt: time between chunk steps [s], > 0.
         pregrasp_height: TCP height above the object centre before descending [m], > 0.
         grasp_height: TCP height above the object centre when closing [m].
+        reach_height: REACH: final TCP height above the object centre [m], > 0 (the sim's 4 cm
+            cubes: 1.5 cm above the top face, inside its 3 cm reach radius).
         lift_height: how far the grasped object is lifted [m], > 0.
         position_tolerance: TCP distance that completes a move phase [m], > 0.
         speed_scale: fraction of each arm joint's velocity limit used, in (0, 1].
@@ -338,6 +351,7 @@ class ScriptedSystem1Config:
     dt: float = 0.05
     pregrasp_height: float = 0.10
     grasp_height: float = 0.0
+    reach_height: float = 0.035
     lift_height: float = 0.15
     position_tolerance: float = 0.01
     speed_scale: float = 0.3
@@ -349,7 +363,7 @@ class ScriptedSystem1Config:
     def __post_init__(self) -> None:
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 2:
             raise ValueError(f"chunk_size must be an int >= 2, got {self.chunk_size!r}")
-        positive = ("dt", "pregrasp_height", "lift_height", "position_tolerance", "min_move_time", "gripper_tolerance")
+        positive = ("dt", "pregrasp_height", "reach_height", "lift_height", "position_tolerance", "min_move_time", "gripper_tolerance")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0.0):
@@ -397,7 +411,7 @@ class ScriptedSystem1:
     PREGRASP (``pregrasp_height`` above the object, gripper open) -> DESCEND (``grasp_height``) ->
     CLOSE (gripper closed; done when closed or stalled on the object) -> LIFT (``lift_height`` up)
     -> DONE for PICK; PLACE continues TRANSPORT (above the goal) -> LOWER (goal) -> RELEASE ->
-    RETREAT -> DONE; REACH is PREGRASP -> DONE. A move phase completes when the *measured* TCP
+    RETREAT -> DONE; REACH is PREGRASP -> DESCEND (to ``reach_height``) -> DONE. A move phase completes when the *measured* TCP
     (forward kinematics of ``proprio``) is within ``position_tolerance`` of its target.
 
     Each chunk is a quintic in joint space from the chunk's start (``prefix[0]``, else ``proprio``,
@@ -411,7 +425,7 @@ class ScriptedSystem1:
         config: :class:`ScriptedSystem1Config`.
     """
 
-    def __init__(self, spec, model, config: ScriptedSystem1Config | None = None) -> None:
+    def __init__(self, spec: RobotSpec, model: RobotModel, config: ScriptedSystem1Config | None = None) -> None:
         self.spec = spec
         self.model = model
         self.config = config or ScriptedSystem1Config()
@@ -460,8 +474,10 @@ class ScriptedSystem1:
         up = np.array([0.0, 0.0, 1.0])
         obj, goal = task.object_position, task.goal_position
         ph = st.phase
-        if ph in (Phase.IDLE, Phase.PREGRASP) or (ph is Phase.DONE and task.task is Task.REACH):
+        if ph in (Phase.IDLE, Phase.PREGRASP):
             return obj + c.pregrasp_height * up, self._grip_open
+        if task.task is Task.REACH:  # DESCEND, DONE
+            return obj + c.reach_height * up, self._grip_open
         if ph is Phase.DESCEND:
             return obj + c.grasp_height * up, self._grip_open
         if ph is Phase.CLOSE:
@@ -534,7 +550,9 @@ class ScriptedSystem1:
             grip_done = grip.size == 0 or np.all(np.abs(grip - grip_target) < c.gripper_tolerance)
             ph, nxt = st.phase, None
             if ph is Phase.PREGRASP and reached and grip_done:
-                nxt = Phase.DONE if task.task is Task.REACH else Phase.DESCEND
+                nxt = Phase.DESCEND
+            elif ph is Phase.DESCEND and reached and task.task is Task.REACH:
+                nxt = Phase.DONE
             elif ph is Phase.DESCEND and reached:
                 st.latched = target.copy()
                 nxt = Phase.CLOSE

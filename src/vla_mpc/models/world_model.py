@@ -22,13 +22,16 @@ Cost terms of ``KinematicWorldModel`` (``KinematicCostConfig``), summed per samp
 
 * goal: ``goal_weight * ||q_H - q_goal||`` [rad] and/or ``ee_goal_weight * ||p_H - p_goal||`` [m]
   on the final predicted state (``p`` = end-effector position in ``base_link`` by forward
-  kinematics);
+  kinematics), plus ``running_goal_weight`` times the same distances averaged over all H steps
+  (it makes "get there early" better than "get there at the end", so the first actions, the
+  ones executed, point at the goal);
 * effort: ``action_weight * sum_h ||a_h||^2``;
 * proposal: ``reference_weight * sum_h ||a_h - a_ref_h||^2`` when the goal carries
   ``reference_actions`` (hybrid mode);
-* joint-limit soft barrier: ``joint_limit_weight * sum_h sum_j (relu(m - (q - lower)) / m)^2`` and
-  the same at the upper limit, ``m = joint_limit_margin``: 0 outside the margin band, 1 at the
-  limit, growing quadratically beyond;
+* joint-limit soft barrier: ``joint_limit_weight * sum_h sum_j (relu(m_j - (q - lower)) / m_j)^2``
+  and the same at the upper limit, ``m_j = min(joint_limit_margin, range_j / 4)``: 0 outside the
+  margin band, 1 at the limit, growing quadratically beyond. Joints excluded by ``barrier_mask``
+  (grippers, which are commanded to their limits on purpose) carry no barrier;
 * Cartesian: the table plane ``z >= table_height`` and axis-aligned keep-out boxes (``base_link``)
   for the end-effector point, ``cartesian_weight * (relu(clearance - d) / clearance)^2`` per step,
   ``d`` = height above the table or signed distance to a box. Only the end-effector point is
@@ -112,7 +115,9 @@ class TorchFK:
         self.dtype = dtype
         index = {n: i for i, n in enumerate(joint_names)}
         mimic = dict(mimic or {})
-        self._steps: list[tuple[torch.Tensor, torch.Tensor, str, torch.Tensor, int, float, float]] = []
+        # per chain joint: placement rotation (3, 3), translation (3,), kind, axis (3,), skew(axis)
+        # (3, 3), input index (-1: held), multiplier, offset
+        self._steps: list[tuple[torch.Tensor, torch.Tensor, str, torch.Tensor, torch.Tensor, int, float, float]] = []
         for jid in chain:
             jm = model.joints[jid]
             short = jm.shortname()
@@ -130,7 +135,6 @@ class TorchFK:
             placement = model.jointPlacements[jid]
             rot = torch.tensor(np.asarray(placement.rotation), dtype=torch.float64)
             trans = torch.tensor(np.asarray(placement.translation), dtype=torch.float64)
-            k = _skew(axis) if kind == "revolute" else axis
             name = names[jid]
             if name in index:  # q = 1 * q[idx] + 0
                 idx, mul, off = index[name], 1.0, 0.0
@@ -138,7 +142,8 @@ class TorchFK:
                 idx, mul, off = index[mimic[name][0]], float(mimic[name][1]), float(mimic[name][2])
             else:  # held still
                 idx, mul, off = -1, 0.0, float(fixed_positions.get(name, 0.0))
-            self._steps.append((rot.to(dtype), trans.to(dtype), kind, k.to(dtype), idx, mul, off))
+            self._steps.append((rot.to(dtype), trans.to(dtype), kind, axis.to(dtype), _skew(axis).to(dtype),
+                                idx, mul, off))
         self._frame_rot = torch.tensor(np.asarray(fr.placement.rotation), dtype=dtype)
         self._frame_trans = torch.tensor(np.asarray(fr.placement.translation), dtype=dtype)
         self.chain_joints = tuple(names[j] for j in chain)
@@ -172,7 +177,7 @@ class TorchFK:
         rot = torch.eye(3, dtype=self.dtype).expand(b, 3, 3)  # [B, 3, 3]
         pos = torch.zeros(b, 3, dtype=self.dtype)  # [B, 3]
         eye = torch.eye(3, dtype=self.dtype)
-        for prot, ptrans, kind, k, idx, mul, off in self._steps:
+        for prot, ptrans, kind, axis, k, idx, mul, off in self._steps:
             pos = pos + rot @ ptrans  # placement of the joint in its parent
             rot = rot @ prot
             theta = self._joint_value(qf, idx, mul, off)  # [B]
@@ -181,7 +186,7 @@ class TorchFK:
                 rj = eye + s * k + (1.0 - c) * (k @ k)  # Rodrigues, [B, 3, 3]
                 rot = rot @ rj
             else:
-                pos = pos + (rot @ (theta.view(b, 1) * k).unsqueeze(-1)).squeeze(-1)  # slide along axis
+                pos = pos + (rot @ (theta.view(b, 1) * axis).unsqueeze(-1)).squeeze(-1)  # slide along axis
         pos = pos + rot @ self._frame_trans
         rot = rot @ self._frame_rot
         return rot.reshape(*batch, 3, 3), pos.reshape(*batch, 3)
@@ -203,14 +208,13 @@ class TorchFK:
         qf = q.reshape(-1, q.shape[-1])  # [B, n]
         b = qf.shape[0]
         v = self._frame_trans.expand(b, 3)  # [B, 3] the frame's origin in its parent joint's frame
-        for prot, ptrans, kind, k, idx, mul, off in reversed(self._steps):
+        for prot, ptrans, kind, axis, k, idx, mul, off in reversed(self._steps):
             theta = self._joint_value(qf, idx, mul, off).unsqueeze(-1)  # [B, 1]
             if kind == "revolute":
-                axis = torch.stack([k[2, 1], k[0, 2], k[1, 0]])  # [3] from the skew matrix
                 s, c = torch.sin(theta), torch.cos(theta)
                 v = v * c + (v @ k.T) * s + (v @ axis).unsqueeze(-1) * axis * (1.0 - c)  # Rodrigues
             else:
-                v = v + theta * k
+                v = v + theta * axis
             v = v @ prot.T + ptrans  # joint placement in its parent
         return v.reshape(*batch, 3)
 
@@ -303,6 +307,7 @@ class KinematicCostConfig:
     Attributes:
         goal_weight: per rad (or m) of final joint-space distance to the goal configuration.
         ee_goal_weight: per m of final end-effector distance to the goal position.
+        running_goal_weight: multiplies the goal terms averaged over all steps (0: final only).
         action_weight: per (rad per step)^2 of summed squared actions.
         reference_weight: per (rad per step)^2 of summed squared deviation from the goal's
             ``reference_actions``.
@@ -319,6 +324,7 @@ class KinematicCostConfig:
 
     goal_weight: float = 1.0
     ee_goal_weight: float = 1.0
+    running_goal_weight: float = 0.0
     action_weight: float = 0.0
     reference_weight: float = 10.0
     joint_limit_margin: float = 0.05
@@ -329,7 +335,7 @@ class KinematicCostConfig:
     cartesian_weight: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("goal_weight", "ee_goal_weight", "action_weight", "reference_weight", "joint_limit_weight",
+        for name in ("goal_weight", "ee_goal_weight", "running_goal_weight", "action_weight", "reference_weight", "joint_limit_weight",
                      "cartesian_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -372,6 +378,7 @@ class KinematicWorldModel(WorldModel):
         fk: ``TorchFK`` of the end-effector over ``joint_names``; None disables end-effector goals
             and Cartesian constraints.
         cost_config: ``KinematicCostConfig``.
+        barrier_mask: ``(n,)`` bools, joints that get the joint-limit barrier (default: all).
 
     Raises:
         ValueError: mismatched lengths, non-finite or inverted limits, non-positive ``dt`` or
@@ -389,6 +396,7 @@ class KinematicWorldModel(WorldModel):
         dt: float,
         fk: TorchFK | None = None,
         cost_config: KinematicCostConfig | None = None,
+        barrier_mask: Sequence[bool] | np.ndarray | None = None,
     ) -> None:
         n = len(joint_names)
         arrs = {}
@@ -417,6 +425,12 @@ class KinematicWorldModel(WorldModel):
         self.upper = torch.tensor(arrs["upper"], dtype=torch.float32)
         self.max_step = torch.tensor(arrs["velocity"] * self.dt, dtype=torch.float32)  # [n] per step
         c = self.cost_config
+        mask = np.ones(n, dtype=bool) if barrier_mask is None else np.asarray(barrier_mask, dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"barrier_mask must have {n} entries, got {mask.shape}")
+        margin = np.minimum(c.joint_limit_margin, (arrs["upper"] - arrs["lower"]) / 4.0)
+        self.barrier_margin = torch.tensor(margin, dtype=torch.float32)  # [n]
+        self.barrier_mask = torch.tensor(mask, dtype=torch.float32)  # [n]
         self._boxes = torch.tensor([list(b[0]) + list(b[1]) for b in c.keep_out_boxes], dtype=torch.float32).view(-1, 6)
 
     @classmethod
@@ -427,7 +441,8 @@ class KinematicWorldModel(WorldModel):
         cost_config: KinematicCostConfig | None = None,
     ) -> "KinematicWorldModel":
         """Build from a ``vla_mpc.core.robot_model.RobotModel``: joints, limits and ``ee_link`` from
-        its ``spec``, the kinematic chain from its pinocchio ``model``, mimic joints from the URDF.
+        its ``spec``, the kinematic chain from its pinocchio ``model``, mimic joints from the URDF;
+        the joint-limit barrier covers the arm joints (not the gripper).
 
         Raises:
             ValueError: as the constructor and ``TorchFK``.
@@ -438,7 +453,9 @@ class KinematicWorldModel(WorldModel):
         mimic = {name: j.mimic for name, j in parse_urdf_joints(spec.urdf_path).items() if j.mimic is not None}
         fk = TorchFK(robot.model, spec.ee_link, spec.joint_names, mimic=mimic)
         lim = spec.limits
-        return cls(spec.joint_names, lim.lower, lim.upper, lim.velocity, dt, fk, cost_config)
+        mask = np.zeros(len(spec.joint_names), dtype=bool)
+        mask[np.asarray(spec.arm_indices, dtype=int)] = True
+        return cls(spec.joint_names, lim.lower, lim.upper, lim.velocity, dt, fk, cost_config, barrier_mask=mask)
 
     # -- API --------------------------------------------------------------------------------
 
@@ -517,24 +534,26 @@ class KinematicWorldModel(WorldModel):
         """``latents [S, H, n]``, ``actions [S, H, n]`` -> ``[S]`` (terms in the module docstring)."""
         c = self.cost_config
         total = torch.zeros(latents.shape[0], dtype=latents.dtype)
-        final = latents[:, -1]  # [S, n]
         if goal is not None and goal.latent is not None and c.goal_weight > 0:
-            total = total + c.goal_weight * (final - goal.latent).norm(dim=-1)
+            dist = (latents - goal.latent).norm(dim=-1)  # [S, H]
+            total = total + c.goal_weight * (dist[:, -1] + c.running_goal_weight * dist.mean(dim=1))
         if c.action_weight > 0:
             total = total + c.action_weight * actions.pow(2).sum(dim=(1, 2))
         if goal is not None and goal.reference_actions is not None and c.reference_weight > 0:
             total = total + c.reference_weight * (actions - goal.reference_actions).pow(2).sum(dim=(1, 2))
         if c.joint_limit_weight > 0:
-            m = c.joint_limit_margin
+            m = self.barrier_margin
             below = torch.relu(m - (latents - self.lower)) / m  # [S, H, n]
             above = torch.relu(m - (self.upper - latents)) / m
-            total = total + c.joint_limit_weight * (below.pow(2) + above.pow(2)).sum(dim=(1, 2))
+            barrier = (below.pow(2) + above.pow(2)) * self.barrier_mask
+            total = total + c.joint_limit_weight * barrier.sum(dim=(1, 2))
         need_ee = goal is not None and goal.ee_position is not None and c.ee_goal_weight > 0
         need_cart = c.cartesian_weight > 0 and (c.table_height is not None or self._boxes.shape[0] > 0)
         if self.fk is not None and (need_ee or need_cart):
             ee = self.fk.positions(latents)  # [S, H, 3]
             if need_ee:
-                total = total + c.ee_goal_weight * (ee[:, -1] - goal.ee_position).norm(dim=-1)
+                dist = (ee - goal.ee_position).norm(dim=-1)  # [S, H]
+                total = total + c.ee_goal_weight * (dist[:, -1] + c.running_goal_weight * dist.mean(dim=1))
             if need_cart:
                 total = total + c.cartesian_weight * self._cartesian_penalty(ee)
         return total

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -86,6 +87,7 @@ class LatentMpcPlanner(Node):
         cost_cfg = KinematicCostConfig(
             goal_weight=p["goal_weight"],
             ee_goal_weight=p["ee_goal_weight"],
+            running_goal_weight=p["running_goal_weight"],
             action_weight=p["action_weight"],
             reference_weight=p["reference_weight"],
             joint_limit_margin=p["joint_limit_margin"],
@@ -187,6 +189,9 @@ class LatentMpcPlanner(Node):
                              read_only=True, min_value=0.0, max_value=1e6),
             "ee_goal_weight": d("ee_goal_weight", 5.0, "cost per m of final end-effector distance to the goal",
                                 read_only=True, min_value=0.0, max_value=1e6),
+            "running_goal_weight": d("running_goal_weight", 1.0,
+                                     "weight of the goal distances averaged over the horizon (0: final only)",
+                                     read_only=True, min_value=0.0, max_value=1e6),
             "action_weight": d("action_weight", 0.1, "cost per (rad per step)^2 of effort", read_only=True,
                                min_value=0.0, max_value=1e6),
             "reference_weight": d("reference_weight", 10.0, "hybrid: cost per (rad per step)^2 away from the chunk",
@@ -227,7 +232,11 @@ class LatentMpcPlanner(Node):
         return p
 
     def _array_param(self, name: str) -> list[float]:
-        v = self.get_parameter(name).value
+        """Value of an optional DOUBLE_ARRAY parameter; [] when unset."""
+        try:
+            v = self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return []
         return [] if v is None else [float(x) for x in v]
 
     def _goal_from(self, joints: list[float], position: list[float]) -> Goal | None:

@@ -74,8 +74,10 @@ def load_backends(backend: str, robot_config: str, chunk_size: int, chunk_dt: fl
 
 
 class _Loop(threading.Thread):
-    """Calls ``body()`` every ``period`` s on an absolute schedule (missed ticks are skipped, not
-    bunched) until ``stop()``; exceptions are reported through ``on_error`` and the loop goes on."""
+    """Calls ``body()`` every ``period`` s on an absolute schedule until ``stop()``. A tick up to two
+    periods late runs at once (keeps the average rate when the OS delays the thread); further
+    behind, the missed ticks are dropped, not bunched. Exceptions are reported through
+    ``on_error`` and the loop goes on."""
 
     def __init__(self, name: str, period: float, body: Callable[[], None], on_error: Callable[[str], None]):
         super().__init__(name=name, daemon=True)
@@ -91,7 +93,7 @@ class _Loop(threading.Thread):
                 self.on_error(f"{self.name}: {type(exc).__name__}: {exc}")
             next_t += self.period
             now = time.monotonic()
-            if next_t < now:  # overran: skip the missed ticks
+            if now - next_t > 2.0 * self.period:  # far behind: drop the missed ticks
                 next_t = now + self.period - ((now - next_t) % self.period)
             self._halt.wait(next_t - now) if next_t - now > 0.002 else time.sleep(max(0.0, next_t - now))
 
@@ -372,7 +374,12 @@ class PolicyNode(LifecycleNode):
         st = DiagnosticStatus(name="vla_mpc/policy", hardware_id=self.spec.name)
         hold = self._hold.value if self._hold is not None else ""
         st.level = DiagnosticStatus.OK if self._active and not hold else DiagnosticStatus.WARN
-        st.message = "inactive" if not self._active else (f"holding: {hold}" if hold else "following chunks")
+        if not self._active:
+            st.message = "inactive"
+        elif self.role == "system2":
+            st.level, st.message = DiagnosticStatus.OK, f"system2: {self._status2}"
+        else:
+            st.message = f"holding: {hold}" if hold else "following chunks"
         st.values = [
             KeyValue(key="role", value=self.role),
             KeyValue(key="system2", value=self._status2),
