@@ -23,7 +23,7 @@ def _setup(context):
         description = f.read()
     actions = [
         Node(package="vla_mpc", executable="sim_robot", name="sim_robot", output="screen",
-             parameters=[os.path.join(share, "config", "params", "sim_robot.yaml"), {"robot_config": robot}]),
+             parameters=[os.path.join(share, "config/params/sim_robot.yaml"), {"robot_config": robot}]),
         Node(package="robot_state_publisher", executable="robot_state_publisher",
              parameters=[{"robot_description": description, "use_sim_time": True}]),
     ]

@@ -310,6 +310,7 @@ class SafetyFilter:
         self._seeded = False
         self._state = SafetyState.HOLDING
         self._last_stamp = -math.inf
+        self._last_target: np.ndarray | None = None
         self._last_command_time: float | None = None
         self._last_joint_state_time: float | None = None
         self._estop_reason = ""
@@ -386,7 +387,8 @@ class SafetyFilter:
         Args:
             names: joint names of ``positions`` (any order; every joint of ``joint_names`` once).
             positions: target positions ``(m,)`` [rad or m] in the order of ``names``.
-            stamp_s: the command's time stamp [s]; must increase strictly from the last accepted.
+            stamp_s: the command's time stamp [s]; must not decrease; an equal stamp with the same target
+                is a duplicate and rejected.
             measured_q: measured positions ``(n,)`` over ``joint_names``; seeds the filter if it
                 has no position yet (otherwise the last command is the reference, as in
                 libfranka).
@@ -430,13 +432,18 @@ class SafetyFilter:
         stamp = float(stamp_s)
         if not math.isfinite(stamp):
             return self._reject({COMMAND_KEY: f"stamp {stamp_s!r} is not finite"}, ("stamp",))
-        if stamp <= self._last_stamp:
-            word = "repeats" if stamp == self._last_stamp else "goes backwards from"
-            return self._reject({COMMAND_KEY: f"stamp {stamp:.6f} s {word} {self._last_stamp:.6f} s"}, ("stamp",))
+        if stamp < self._last_stamp:
+            return self._reject({COMMAND_KEY: f"stamp {stamp:.6f} s goes backwards from {self._last_stamp:.6f} s"},
+                                ("stamp",))
         # Names -> target over joint_names.
         x, name_reasons = self._map_names(names, positions)
         if x is None:
             return self._reject(name_reasons, ("names",))
+        # An equal stamp is a duplicate only if the target repeats too: under use_sim_time the ROS
+        # clock advances in /clock ticks, so two distinct commands can share one stamp.
+        if stamp == self._last_stamp and self._last_target is not None and np.array_equal(x, self._last_target):
+            return self._reject({COMMAND_KEY: f"duplicate command (stamp {stamp:.6f} s, same target)"}, ("stamp",))
+        self._last_target = x.copy()
         # Non-finite targets and absurd jumps; one comparison covers both on the fast path (NaN
         # compares False).
         reasons: dict[str, str] = {}
@@ -729,6 +736,7 @@ class SafetyFilter:
         self._estop_reason = ""
         self._hold_reason = "reset: waiting for a command"
         self._last_stamp = -math.inf
+        self._last_target: np.ndarray | None = None
         self._last_command_time = None
         if measured_q is not None:
             was_seeded = self._seeded
