@@ -13,7 +13,8 @@ Budgets:
 * ``cem_vjepa2ac_seed``: the budget quoted for V-JEPA 2-AC reaching (800 samples, 16 steps,
   top 80), 10 iterations.
 * ``mppi_tdmpc2``: TD-MPC2 defaults (``tdmpc2/config.yaml``): 512 samples, horizon 3, 6
-  iterations, 64 elites, temperature 0.5.
+  iterations, 64 elites, temperature 0.5; std in [0.005, 0.1] rad per step (TD-MPC2's [0.05, 2]
+  is for actions normalised to [-1, 1]).
 
 Each budget plans ``warmup`` times, then ``repeats`` timed warm-started calls from the same state
 (wall clock, ``time.perf_counter``); ``plan_ms_p50`` / ``plan_ms_p99`` are percentiles of those.

@@ -20,6 +20,15 @@ Goals: the foundation world model (``KinematicWorldModel``, latent = joint posit
 ``goal_position`` (end-effector [m] in ``base_link``). The learned JEPA world model encodes images
 through the same ``WorldModel.make_goal``.
 
+Topics: in ``/joint_states`` (JointState, best-effort sub), ``/vla_mpc/action_chunk``
+(JointTrajectory, absolute joint targets; joints it does not name hold), ``/vla_mpc/goal_image``
+(Image, latched); out ``/vla_mpc/planner/cost`` (Float32, the chunk's cost in ``vla``, the plan's
+otherwise), ``/vla_mpc/plan`` (JointTrajectory over ``joint_names``, absolute targets at
+``(k + 1) * dt``, header stamp = plan time), ``/vla_mpc/joint_command`` (JointState, ``mpc`` only),
+``/vla_mpc/imagined_rollouts`` (MarkerArray in ``base_link``: DELETEALL, then LINE_STRIPs of the
+end-effector path with H + 1 points, ns ``samples`` ids 0..k-1 coloured green -> red by cost, ns
+``plan`` id 0 blue and thicker), ``/diagnostics`` (1 Hz: mode, plan_ms, cost, goal).
+
 Planning runs on a worker thread at ``replan_rate_hz`` with warm start (the previous mean shifted
 one step), so subscriptions on the executor are never blocked. No planning on stale inputs:
 joint states older than ``state_timeout_s`` or chunks older than ``chunk_timeout_s`` are ignored.
@@ -34,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
@@ -137,6 +147,10 @@ class LatentMpcPlanner(Node):
         self.pub_plan = self.create_publisher(JointTrajectory, "/vla_mpc/plan", STREAM_QOS)
         self.pub_command = self.create_publisher(JointState, "/vla_mpc/joint_command", COMMAND_QOS)
         self.pub_markers = self.create_publisher(MarkerArray, "/vla_mpc/imagined_rollouts", STREAM_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", STREAM_QOS)
+        self.last_cost = float("nan")
+        self._status = "starting"
+        self._next_diag = 0.0
 
         self._period = 1.0 / p["replan_rate_hz"]
         self._stop = threading.Event()
@@ -251,9 +265,9 @@ class LatentMpcPlanner(Node):
             return "none"
         parts = []
         if g.latent is not None:
-            parts.append(f"joints {np.round(g.latent.numpy(), 3).tolist()}")
+            parts.append(f"joints {[round(float(x), 3) for x in g.latent]}")
         if g.ee_position is not None:
-            parts.append(f"ee {np.round(g.ee_position.numpy(), 3).tolist()} m")
+            parts.append(f"ee {[round(float(x), 3) for x in g.ee_position]} m")
         return ", ".join(parts)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -328,7 +342,29 @@ class LatentMpcPlanner(Node):
             try:
                 self.step()
             except Exception as e:  # noqa: BLE001 - keep planning; report loudly
-                self.get_logger().error(f"planning cycle failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+                self._status = f"planning cycle failed: {type(e).__name__}: {e}"
+                self.get_logger().error(self._status, throttle_duration_sec=5.0)
+            if time.monotonic() >= self._next_diag:
+                self._next_diag = time.monotonic() + 1.0
+                self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        """1 Hz ``/diagnostics``: OK while cycles produce output in time, WARN otherwise."""
+        late = math.isfinite(self.last_plan_ms) and self.last_plan_ms > 1e3 * self._period
+        ok = self._status == "ok" and not late
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
+            name="vla_mpc: latent_mpc_planner",
+            message=("plan slower than the replan period" if late else self._status) if not ok else "ok",
+            hardware_id=self.spec.name,
+            values=[KeyValue(key=k, value=v) for k, v in (
+                ("mode", self.mode), ("plan_ms", f"{self.last_plan_ms:.1f}"), ("cost", f"{self.last_cost:.4g}"),
+                ("goal", self._goal_text()),
+            )],
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(arr)
 
     def _chunk_actions(self, chunk: tuple, q0: np.ndarray) -> np.ndarray:
         """System 1's chunk -> ``(H, n)`` actions from ``q0``. Joints the chunk does not name hold
@@ -351,23 +387,28 @@ class LatentMpcPlanner(Node):
             chunk = self._chunk if now - self._chunk_time <= self.chunk_timeout else None
             mode, goal = self.mode, self.goal
         if q is None or q_age > self.state_timeout:
+            self._status = "waiting for /joint_states" if q is None else f"/joint_states stale ({q_age:.2f} s)"
             return
         z0 = self.model.encode(None, q)  # [n]
         chunk_actions = None if chunk is None else torch.from_numpy(self._chunk_actions(chunk, q))  # [H, n]
         stamp = self.get_clock().now()
         if mode == "vla":
             if chunk_actions is None:
+                self._status = "vla: waiting for /vla_mpc/action_chunk"
                 return
             acts = chunk_actions.unsqueeze(0)  # [1, H, n]
             latents = self.model.rollout(z0, acts)  # [1, H, n]
             cost = float(self.model.cost(latents, acts, goal)[0])
             self.pub_cost.publish(Float32(data=cost))
             self._publish_markers(q, None, latents[0], stamp)
+            self.last_cost, self._status = cost, "ok"
             return
         if mode == "mpc" and goal is None:
-            self.get_logger().warning("mode mpc needs goal_joint_positions or goal_position", throttle_duration_sec=10.0)
+            self._status = "mpc: no goal (set goal_joint_positions or goal_position)"
+            self.get_logger().warning(self._status, throttle_duration_sec=10.0)
             return
         if mode == "hybrid" and chunk_actions is None:
+            self._status = "hybrid: waiting for /vla_mpc/action_chunk"
             return
         init_mean = prior = None
         if mode == "hybrid":
@@ -391,6 +432,7 @@ class LatentMpcPlanner(Node):
             self.pub_command.publish(conv.joint_state_msg(
                 self.spec.joint_names, targets[self.exec_steps - 1], stamp=stamp.to_msg()))
         self._publish_markers(q, result, result.latents, stamp)
+        self.last_cost, self._status = result.cost, "ok"
 
     def _publish_markers(self, q: np.ndarray, result: PlanResult | None, plan_latents: torch.Tensor, stamp: Any) -> None:
         """DELETEALL, then the top-k samples (ns ``samples``, ids 0..k-1, green->red by cost) and
