@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-SUITES = ("ingest", "safety", "planner", "policy")
+SUITES = ("ingest", "safety", "planner", "policy", "learning")
 
 
 def main(argv: list[str] | None = None) -> int:

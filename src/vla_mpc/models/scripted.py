@@ -6,18 +6,7 @@ instruction; :class:`ScriptedSystem1` is a hand-written pick-and-place state mac
 kinematics. Together they let the whole ROS graph drive the simulated robot ("pick up the red cube")
 before learned models exist, and they are the reference the learned backends are compared with.
 
-Interfaces (what the policy node calls; learned backends implement the same):
-
-* :class:`System2Backend` -- ``infer(images, instruction, objects) -> z``:
-  ``images`` {camera name: (H, W, 3) uint8 RGB}, ``instruction`` str, ``objects`` {name: (3,)
-  position [m] in ``base_link``} (privileged; learned backends ignore it and may receive ``None``);
-  ``z`` is (tokens, dim) float32, published with dims labelled ("tokens", "dim").
-* :class:`System1Backend` -- ``infer(z, proprio, prefix) -> chunk``:
-  ``z`` (tokens, dim) float32, ``proprio`` (action_dim,) float64 joint positions over
-  ``RobotSpec.joint_names`` [rad or m], ``prefix`` (P, action_dim) float64 or None: the targets
-  already committed for the chunk's first steps (real-time chunking: a chunk must agree with
-  them); returns ``chunk`` (chunk_size, action_dim) float64 joint position targets [rad or m],
-  ``chunk[k]`` for ``t_start + k * dt``.
+Both implement the backend interfaces of :mod:`vla_mpc.models.base` (re-exported here).
 
 The scripted latent is one token of :data:`LATENT_FIELDS`; decode it with :func:`decode_latent`.
 No rclpy here.
@@ -34,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+from vla_mpc.models.base import LATENT_LABELS, System1Backend, System2Backend
 
 if TYPE_CHECKING:  # kinematics is injected; importing it here would pull in pinocchio
     from vla_mpc.core.robot_model import RobotModel, RobotSpec
@@ -55,48 +46,11 @@ __all__ = [
     "ScriptedSystem1",
 ]
 
-LATENT_LABELS = ("tokens", "dim")
 # One token; positions [m] in base_link. instr_id: CRC of the parsed task, exact in float32 (< 2^24).
 LATENT_FIELDS = (
     "valid", "task", "instr_id", "obj_x", "obj_y", "obj_z", "goal_x", "goal_y", "goal_z",
 )
 _F = {name: i for i, name in enumerate(LATENT_FIELDS)}
-
-
-# ----------------------------------------------------------------------------------- interfaces
-
-
-@runtime_checkable
-class System2Backend(Protocol):
-    """Slow system (~2 Hz): images + instruction -> latent ``z`` (tokens, dim) float32."""
-
-    latent_shape: tuple[int, int]
-
-    def reset(self) -> None:
-        """Forget any episode state."""
-
-    def infer(
-        self,
-        images: Mapping[str, np.ndarray],
-        instruction: str,
-        objects: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """Latent ``z`` (tokens, dim) float32 for the current observation."""
-
-
-@runtime_checkable
-class System1Backend(Protocol):
-    """Fast system: ``z`` + proprioception -> action chunk (chunk_size, action_dim) float64."""
-
-    chunk_size: int
-    action_dim: int
-    dt: float
-
-    def reset(self) -> None:
-        """Forget any episode state."""
-
-    def infer(self, z: np.ndarray, proprio: np.ndarray, prefix: np.ndarray | None = None) -> np.ndarray:
-        """Chunk of joint position targets (chunk_size, action_dim) float64 [rad or m]."""
 
 
 # ------------------------------------------------------------------------------ instruction parse
@@ -491,7 +445,13 @@ class ScriptedSystem1:
             return goal + c.grasp_height * up, self._grip_closed if ph is Phase.LOWER else self._grip_open
         return goal + (c.grasp_height + c.pregrasp_height) * up, self._grip_open  # RETREAT, DONE (place)
 
-    def infer(self, z: np.ndarray, proprio: np.ndarray, prefix: np.ndarray | None = None) -> np.ndarray:
+    def infer(
+        self,
+        z: np.ndarray,
+        proprio: np.ndarray,
+        prefix: np.ndarray | None = None,
+        velocity: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Next chunk.
 
         Args:
@@ -499,6 +459,8 @@ class ScriptedSystem1:
             proprio: (action_dim,) measured joint positions over ``joint_names`` [rad or m].
             prefix: (P >= 1, action_dim) committed targets for the chunk's first steps, or None;
                 the chunk starts at ``prefix[0]`` with the prefix's velocity.
+            velocity: measured joint velocities; unused (the plan starts from the commanded
+                prefix, not the measured state).
 
         Returns:
             (chunk_size, action_dim) float64 targets [rad or m]; ``chunk[0]`` is the start.

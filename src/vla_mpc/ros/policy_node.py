@@ -41,6 +41,7 @@ from std_msgs.msg import Float32MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
+from vla_mpc.models.base import LATENT_LABELS
 from vla_mpc.core.chunking import ChunkStreamer, ChunkStreamerConfig, Freshness, HoldReason, hold_reason
 from vla_mpc.ros import conversions as cv
 from vla_mpc.ros.params import declare
@@ -49,7 +50,6 @@ from vla_mpc.ros.runtime import run_node
 
 ROLES = ("both", "system2", "system1")
 BACKENDS = ("scripted",)
-LATENT_LABELS = ("tokens", "dim")
 
 
 def load_backends(backend: str, robot_config: str, chunk_size: int, chunk_dt: float, speed_scale: float):
