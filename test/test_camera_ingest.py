@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from vla_mpc.core.camera import Drop, FrameGate, prepare_frame
+from vla_mpc.core.camera import ApproximateTimeSync, Drop, FrameGate, decode_reduction, prepare_frame
 
 
 def test_center_crop_keeps_the_middle():
@@ -44,6 +44,78 @@ def test_frame_gate_counts_reasons():
     assert g.drops[Drop.DUPLICATE] == g.drops[Drop.OUT_OF_ORDER] == g.drops[Drop.STALE] == 1
     with pytest.raises(ValueError):
         FrameGate(max_age_s=0.0)
+
+
+def test_decode_reduction_never_upsamples():
+    assert decode_reduction((480, 640), (224, 224)) == 2  # 480 -> 240 >= 224
+    assert decode_reduction((1080, 1920), (224, 224)) == 4
+    assert decode_reduction((480, 640), (96, 96)) == 4
+    assert decode_reduction((224, 224), (224, 224)) == 1
+    assert decode_reduction((480, 640), (224, 224), "letterbox") == 2  # 320x240 >= 224x168
+    assert decode_reduction((480, 640), (400, 400), "letterbox") == 1
+    for src in [(480, 640), (720, 1280), (1080, 1920), (300, 300), (1000, 200)]:
+        for out in [(224, 224), (96, 96), (120, 160)]:
+            f = decode_reduction(src, out)
+            crop = prepare_frame(np.zeros((src[0] // f, src[1] // f, 3), np.uint8), out)
+            assert crop.shape[:2] == out
+            ratio = out[1] / out[0]
+            h, w = src[0] // f, src[1] // f
+            ch, cw = (h, h * ratio) if w / h > ratio else (w / ratio, w)
+            if f > 1:  # reducing never makes the crop smaller than the model frame
+                assert ch >= out[0] - 1 and cw >= out[1] - 1
+
+
+def test_approximate_sync_pairs_nearest_frames_within_slop():
+    sync = ApproximateTimeSync(["front", "side"], slop_s=0.02, queue_size=5)
+    sets = []
+    for k in range(10):  # front at 10 Hz, side 8 ms later
+        for name, t in (("front", 1.0 + 0.1 * k), ("side", 1.008 + 0.1 * k)):
+            out = sync.add(name, t, f"{name}{k}")
+            if out:
+                sets.append(out)
+    assert len(sets) == 10 and sync.sets == 10
+    assert all(s["front"][1][5:] == s["side"][1][4:] for s in sets)  # same index k paired
+    assert sync.last_spread_s == pytest.approx(0.008)
+    assert sync.unmatched == {"front": 0, "side": 0}
+
+
+def test_approximate_sync_fast_and_slow_streams_and_no_partner():
+    sync = ApproximateTimeSync(["a", "b"], slop_s=0.02, queue_size=10)
+    sets = []
+    for k in range(30):  # a at 30 Hz
+        out = sync.add("a", 2.0 + k / 30.0, k)
+        if out:
+            sets.append(out)
+        if k % 3 == 1:  # b at 10 Hz, 5 ms after every third a frame
+            out = sync.add("b", 2.0 + (k - 1) / 30.0 + 0.005, k - 1)
+            if out:
+                sets.append(out)
+    assert len(sets) == 10
+    assert [s["a"][1] for s in sets] == [s["b"][1] for s in sets]  # the nearest a frame was chosen
+    assert all(abs(s["a"][0] - s["b"][0]) <= 0.02 for s in sets)
+    # the a frames between sets can never be matched any more: they were dropped and counted
+    assert sync.unmatched["a"] >= 15 and sync.unmatched["b"] == 0
+    # b far from every a: no set; the queue stays bounded
+    lone = ApproximateTimeSync(["a", "b"], slop_s=0.01, queue_size=3)
+    for k in range(10):
+        assert lone.add("a", float(k), k) is None
+        assert lone.add("b", k + 0.5, k) is None
+    assert len(lone.queues["a"]) == 3 and lone.unmatched["a"] == 7
+    with pytest.raises(ValueError):
+        ApproximateTimeSync(["a", "a"], 0.1)
+    with pytest.raises(ValueError):
+        ApproximateTimeSync(["a", "b"], 0.0)
+
+
+def test_approximate_sync_three_cameras():
+    sync = ApproximateTimeSync(["x", "y", "z"], slop_s=0.03)
+    assert sync.add("x", 1.00, "x") is None
+    assert sync.add("y", 1.02, "y") is None
+    out = sync.add("z", 1.04, "z")  # 1.00 .. 1.04 spreads 40 ms > 30 ms: no set
+    assert out is None
+    out = sync.add("x", 1.035, "x2")  # 1.02 .. 1.04 spreads 20 ms: x2 with y and z
+    assert out is not None and {k: v[1] for k, v in out.items()} == {"x": "x2", "y": "y", "z": "z"}
+    assert sync.unmatched["x"] == 1  # the older x frame can no longer be part of a set
 
 
 def test_node_converts_drops_and_survives_malformed(start_node, ros_node):
@@ -96,3 +168,55 @@ def test_node_converts_drops_and_survives_malformed(start_node, ros_node):
     assert ros_node.spin_until(
         lambda: int(counts().get("dropped_malformed", 0)) >= 1 and int(counts().get("dropped_out_of_order", 0)) >= 1, 5.0
     ), counts()
+
+
+def test_node_two_cameras_synchronised_with_health(start_node, ros_node):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from vla_mpc.ros import conversions as cv
+    from vla_mpc.ros.qos import SENSOR_QOS
+
+    proc = start_node("vla_mpc.ros.camera_ingest", {"cameras": ["front", "side"], "image_height": 64,
+                                                    "image_width": 64, "sync_slop_s": 0.02, "diagnostics_rate_hz": 5.0})
+    node = ros_node.node
+    got: dict[str, list[float]] = {"front": [], "side": []}
+    diags: list[DiagnosticArray] = []
+    for cam in got:
+        node.create_subscription(Image, f"/vla_mpc/observation/{cam}/image",
+                                 lambda m, c=cam: got[c].append(cv.stamp_to_sec(m.header.stamp)), SENSOR_QOS)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    front = node.create_publisher(Image, "/camera/front/image_raw", SENSOR_QOS)
+    side = node.create_publisher(CompressedImage, "/camera/side/image_raw/compressed", SENSOR_QOS)
+    img = np.zeros((120, 160, 3), np.uint8)
+
+    def pair(offset: float) -> None:
+        t = time.time()
+        front.publish(cv.numpy_to_image(img, "rgb8", t, "front"))
+        side.publish(cv.rgb_to_compressed(img, "jpeg", t + offset, "side"))
+
+    assert ros_node.spin_until(lambda: pair(0.005) or ros_node.spin_for(0.05) or (got["front"] and got["side"]), 20.0), proc.log()
+    ros_node.spin_for(0.5)
+    n_front, n_side = len(got["front"]), len(got["side"])
+    for _ in range(3):  # side frames 0.2 s off (pairs 0.45 s apart): never a set, frames held back
+        pair(0.2)
+        ros_node.spin_for(0.45)
+    assert len(got["front"]) == n_front and len(got["side"]) == n_side
+    for _ in range(5):
+        pair(0.005)
+        ros_node.spin_for(0.05)
+    assert ros_node.spin_until(lambda: len(got["front"]) > n_front, 5.0)
+    # every published front frame has a side partner within the slop
+    assert all(min(abs(np.asarray(got["side"]) - t)) <= 0.02 for t in got["front"])
+
+    def status(cam: str) -> dict:
+        for arr in reversed(diags):
+            for st in arr.status:
+                if st.name.endswith("/" + cam):
+                    return {kv.key: kv.value for kv in st.values}
+        return {}
+
+    assert ros_node.spin_until(lambda: int(status("front").get("dropped_unsynced", 0)) >= 1
+                               and int(status("side").get("dropped_unsynced", 0)) >= 1, 5.0), (status("front"), status("side"))
+    assert int(status("front")["sync_sets"]) >= 2 and float(status("side")["sync_spread_ms"]) <= 20.0
+    assert proc.alive()

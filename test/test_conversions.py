@@ -14,7 +14,10 @@ from vla_mpc.ros import conversions as cv
         ("rgb8", (4, 5, 3), np.uint8),
         ("bgr8", (4, 5, 3), np.uint8),
         ("rgba8", (3, 2, 4), np.uint8),
+        ("bgra8", (3, 2, 4), np.uint8),
+        ("8UC3", (3, 2, 3), np.uint8),
         ("mono8", (4, 5), np.uint8),
+        ("8UC1", (4, 5), np.uint8),
         ("16UC1", (4, 5), np.uint16),
         ("mono16", (2, 3), np.uint16),
         ("32FC1", (4, 5), np.float32),
@@ -35,6 +38,54 @@ def test_image_round_trip(encoding, shape, dtype):
     assert back.dtype == dtype and back.shape == shape
     np.testing.assert_array_equal(back, a)
     assert cv.stamp_to_sec(msg.header.stamp) == pytest.approx(1.5)
+
+
+def test_every_supported_encoding_is_round_tripped():
+    tested = {"rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "mono8", "8UC1", "16UC1", "mono16", "32FC1"}
+    assert set(cv.SUPPORTED_IMAGE_ENCODINGS) == tested
+
+
+@pytest.mark.parametrize("encoding", cv.SUPPORTED_IMAGE_ENCODINGS)
+def test_to_rgb_matches_cv_bridge_semantics(encoding):
+    """imgmsg_to_cv2(msg, "rgb8") of cv_bridge (cv_bridge.cpp getConversionCode): colour orders are
+    converted, alpha dropped, grey replicated, mono16 depth-scaled first; 8UC3 has no channel order
+    and passes through; 16UC1 / 32FC1 have no colour meaning and are refused."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (3, 4, 3), dtype=np.uint8)
+    grey = rng.integers(0, 255, (3, 4), dtype=np.uint8)
+    alpha = np.full((3, 4, 1), 77, np.uint8)
+    source, expected = {
+        "rgb8": (rgb, rgb), "8UC3": (rgb, rgb), "bgr8": (rgb[..., ::-1], rgb),
+        "rgba8": (np.concatenate([rgb, alpha], -1), rgb), "bgra8": (np.concatenate([rgb[..., ::-1], alpha], -1), rgb),
+        "mono8": (grey, np.repeat(grey[..., None], 3, -1)), "8UC1": (grey, np.repeat(grey[..., None], 3, -1)),
+        "mono16": (grey.astype(np.uint16) * 257, np.repeat(grey[..., None], 3, -1)),  # x*257*255/65535 = x
+        "16UC1": (grey.astype(np.uint16), None), "32FC1": (grey.astype(np.float32), None),
+    }[encoding]
+    msg = cv.numpy_to_image(np.ascontiguousarray(source), encoding)
+    if expected is None:
+        with pytest.raises(ValueError, match="no RGB meaning"):
+            cv.image_to_rgb(msg)
+    else:
+        np.testing.assert_array_equal(cv.image_to_rgb(msg), expected)
+
+
+def test_16uc1_keeps_depth_values_and_32fc1_keeps_nan():
+    # the PyPI cv-bridge maps 16UC1 to uint8; the real one keeps uint16 millimetres
+    depth = np.array([[0, 1, 65535], [1234, 4000, 300]], np.uint16)
+    np.testing.assert_array_equal(cv.image_to_numpy(cv.numpy_to_image(depth, "16UC1")), depth)
+    f = np.array([[np.nan, 1.5], [np.inf, -2.0]], np.float32)
+    np.testing.assert_array_equal(cv.image_to_numpy(cv.numpy_to_image(f, "32FC1")), f)
+
+
+def test_compressed_reduced_decode_halves_the_size():
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[:, :48] = (250, 10, 10)
+    msg = cv.rgb_to_compressed(rgb, "jpeg", quality=95)
+    half = cv.compressed_to_rgb(msg, 2)
+    assert half.shape == (32, 48, 3)
+    assert np.abs(half[:, :20].astype(int) - (250, 10, 10)).max() < 20  # colour order kept
+    with pytest.raises(ValueError, match="reduce"):
+        cv.compressed_to_rgb(msg, 3)
 
 
 def test_padded_rows_and_big_endian():

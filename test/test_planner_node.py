@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from sensor_msgs.msg import JointState  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from vla_mpc.core.robot_model import RobotModel, load_robot_spec  # noqa: E402
 from vla_mpc.ros import conversions as conv  # noqa: E402
-from vla_mpc.ros.qos import STATE_QOS, STREAM_QOS  # noqa: E402
+from vla_mpc.ros.qos import LATCHED_QOS, SENSOR_QOS, STATE_QOS, STREAM_QOS  # noqa: E402
 
 MODULE = "vla_mpc.ros.planner_node"
 HORIZON = 8
@@ -151,3 +151,54 @@ def test_hybrid_mode_refines_a_chunk_that_leaves_the_limits(start_node, ros_node
     # sampler's noise on the refined plan is a few centi-radians at this small budget)
     assert pos[-1, 3] - q[3] < -0.6 * 0.2 * HORIZON * DT
     assert probe.command is None  # hybrid publishes the plan, not commands
+
+
+def test_jepa_mode_plans_from_a_goal_image(start_node, ros_node, robot, tmp_path):
+    """Goal images through real pub/sub, encoded by a JEPA checkpoint. The untrained predictor is
+    exactly copy-last (zero-initialised residual), so the published cost is the L1 energy between
+    the observation's and the goal image's latents (oracle: the same checkpoint encoding both
+    offline) plus effort: ~0 when the goal image is the current view."""
+    import torch
+
+    from vla_mpc.models.jepa import JepaConfig, JepaNet, load_world_model, prepare_image, save_world_model
+
+    torch.manual_seed(0)
+    save_world_model(JepaNet(JepaConfig.from_robot_spec(robot.spec, dt=DT, image_size=32, latent_dim=16)),
+                     tmp_path / "ck")
+    net = load_world_model(tmp_path / "ck")
+    rng = np.random.default_rng(0)
+    view = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # node resizes 64 -> 32 (contract C)
+    other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+    def latent(img):
+        return net.encode_target(torch.from_numpy(prepare_image(img, 32)))
+
+    expected = 10.0 * 2.0 * float((latent(view) - latent(other)).abs().mean())  # latent_weight 10, final + mean
+    assert expected > 0.1
+    names, home = list(robot.spec.joint_names), np.asarray(robot.spec.home, dtype=float)
+    debug = tmp_path / "debug"
+    node = start_node(MODULE, dict(BASE, mode="mpc", world_model="jepa", checkpoint=str(tmp_path / "ck"),
+                                   debug_output_dir=str(debug), horizon=4))
+    probe = Probe(ros_node)
+    pub_img = ros_node.node.create_publisher(Image, "/vla_mpc/observation/front/image", SENSOR_QOS)
+    pub_goal = ros_node.node.create_publisher(Image, "/vla_mpc/goal_image", LATCHED_QOS)
+    pub_goal.publish(conv.numpy_to_image(other, "rgb8"))
+    seen = {"n": 0}
+
+    def until_costs(k):
+        pub_img.publish(conv.numpy_to_image(view, "rgb8"))
+        return len(probe.costs) >= seen["n"] + k and probe.plan is not None and probe.markers is not None
+
+    assert probe.run(names, home, lambda: until_costs(5), timeout=40.0), "no plan from a goal image"
+    far = probe.costs[-1]
+    assert expected <= far <= expected + 0.05, (far, expected)
+    m = line_strips(probe.markers, "plan")[0]
+    assert m.header.frame_id == "base_link" and points(m).shape == (4 + 1, 3)
+    _, _, pos, _ = conv.trajectory_to_numpy(probe.plan)
+    assert pos.shape == (4, len(names)) and np.all(np.isfinite(pos))
+    pub_goal.publish(conv.numpy_to_image(view, "rgb8"))  # now the goal is what the camera sees
+    seen["n"] = len(probe.costs)
+    assert probe.run(names, home, lambda: until_costs(8), timeout=30.0)
+    assert probe.costs[-1] < 0.05 * expected, (probe.costs[-1], expected)
+    assert node.stop() == 0
+    assert (debug / "imagined_vs_executed.png").stat().st_size > 1000  # written at shutdown

@@ -336,7 +336,37 @@ def test_table_plane_keeps_the_end_effector_up():
 def test_core_imports_without_ros():
     code = (
         "import sys; sys.modules['rclpy'] = None\n"
-        "import vla_mpc.planning.cem, vla_mpc.planning.mppi, vla_mpc.models.world_model, vla_mpc.bench.planner\n"
+        "import vla_mpc.planning.cem, vla_mpc.planning.mppi, vla_mpc.planning.visualize, vla_mpc.models.world_model\n"
+        "import vla_mpc.models.jepa, vla_mpc.bench.planner, vla_mpc.goal_reach, vla_mpc.training.world_model\n"
         "assert not any(m.endswith('_msgs') or m.endswith('_msgs.msg') for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------------ imagined vs executed PNG
+
+
+def test_path_recorder_gaps_and_picture(tmp_path):
+    from vla_mpc.planning.visualize import NPZ_NAME, PathRecorder
+
+    rec = PathRecorder(dt=0.1)
+    t = np.arange(0.0, 2.0, 0.01)
+    executed = np.stack([0.3 + 0.1 * t, np.zeros_like(t), 0.5 * np.ones_like(t)], axis=1)  # 0.1 m/s along x
+    for ti, p in zip(t, executed):
+        rec.add_executed(ti, p)
+    for k in range(10):  # plans that imagine the true motion, shifted 2 cm up: gap = 0.02 m exactly
+        t0 = 0.1 * k
+        steps = t0 + 0.1 * np.arange(5)
+        rec.add_plan(t0, np.stack([0.3 + 0.1 * steps, 0 * steps, 0.5 + 0.02 + 0 * steps], axis=1))
+    times, gaps = rec.prediction_gaps(0.2)
+    assert len(gaps) == 10
+    np.testing.assert_allclose(gaps, 0.02, atol=1e-9)
+    rec.goal = np.array([0.5, 0.0, 0.5])
+    png = rec.save(tmp_path)
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = np.load(tmp_path / NPZ_NAME)  # no pickle needed
+    assert data["plans"].shape == (10, 5, 3) and data["executed"].shape == (len(t), 3)
+    with pytest.raises(ValueError, match="finite"):
+        rec.add_plan(0.0, np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="nothing recorded"):
+        PathRecorder(dt=0.1).save(tmp_path / "empty")

@@ -151,3 +151,121 @@ def test_split_system2_and_system1_in_two_processes(start_node, ros_node):
     )
     moved = np.linalg.norm(world.commands[-1][1] - world.spec.home)
     assert moved > 0.01, f"system1 did not follow the latent (moved {moved:.4f} rad)"
+
+
+# --------------------------------------------------------------------------- learned backend + episodes
+
+
+def _learned_checkpoint(path) -> str:
+    """A tiny randomly initialised policy for the Panda (8 joints, chunk 16 x 0.05 s) saved to ``path``."""
+    import torch
+
+    from vla_mpc.models.checkpoint import save_policy
+    from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig
+
+    names = load_robot_spec("panda").joint_names
+    dof = len(names)
+    cfg = PolicyConfig(robot="panda", joint_names=names, image_size=32, vision_width=8, d_model=32, vlm_heads=2,
+                       latent_tokens=4, latent_dim=16, expert_width=64, expert_blocks=2, cond_dim=32)
+    stats = {"proprio": {"mean": [0.0] * 2 * dof, "std": [1.0] * 2 * dof},
+             "action_delta": {"mean": [0.0] * dof, "std": [0.01] * dof}}  # small random motions
+    torch.manual_seed(0)
+    save_policy(DualSystemPolicy(cfg, stats), path)
+    return str(path)
+
+
+def test_learned_backend_streams_from_a_checkpoint(start_node, ros_node, tmp_path):
+    from sensor_msgs.msg import Image
+
+    from vla_mpc.ros.qos import SENSOR_QOS
+
+    ckpt = _learned_checkpoint(tmp_path / "ckpt")
+    node = start_node(NODE, {"autostart": True, "backend": "learned", "checkpoint": ckpt, "control_rate_hz": 100.0})
+    world = _World(ros_node)
+    cam = ros_node.node.create_publisher(Image, "/vla_mpc/observation/front/image", SENSOR_QOS)
+    frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    ros_node.node.create_timer(0.1, lambda: cam.publish(cv.numpy_to_image(frame, "rgb8", stamp=time.time())))
+    assert ros_node.spin_until(lambda: len(world.commands) > 50 and len(world.latents) > 1 and world.chunks, 90.0), (
+        node.log()[-3000:])
+    z, labels = cv.float32_tensor_to_numpy(world.latents[-1])
+    assert labels == ("tokens", "dim") and z.shape == (4, 16)
+    names, _times, points, _stamp = cv.trajectory_to_numpy(world.chunks[-1])
+    assert names == world.spec.joint_names and points.shape == (16, 8)
+    # Continuous stream: successive commands never jump (chunks are joined, not switched).
+    cmds = np.array([q for _, q in world.commands[-50:]])
+    assert np.max(np.abs(np.diff(cmds, axis=0))) < 0.05, "joint command jumped"
+    assert node.alive()
+
+
+def test_bad_checkpoint_fails_configure_naming_the_file(start_node, ros_node, tmp_path):
+    bad = tmp_path / "broken_ckpt"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    node = start_node(NODE, {"backend": "learned", "checkpoint": str(bad)})
+    assert not _change_state(ros_node, Transition.TRANSITION_CONFIGURE)
+    assert ros_node.spin_until(lambda: "broken_ckpt/config.json: not valid JSON" in node.log(), 5.0), node.log()[-2000:]
+
+
+def test_episode_start_resets_and_holds_the_new_measured_state(start_node, ros_node):
+    node = start_node(NODE, {"autostart": True, "require_camera": False, "control_rate_hz": 100.0})
+    world = _World(ros_node)
+    episode_pub = ros_node.node.create_publisher(String, "/vla_mpc/episode", LATCHED_QOS)
+    assert ros_node.spin_until(lambda: len(world.commands) > 100, 30.0), node.log()[-3000:]
+    # The sim resets: joint states pause, the episode starts, the robot reappears elsewhere.
+    world.publish_states = False
+    ros_node.spin_for(0.3)
+    episode_pub.publish(String(data='{"event": "start", "episode": 1, "seed": 5, "kind": "pick", '
+                                    '"instruction": "pick up the red cube", "robot": "panda"}'))
+    ros_node.spin_for(0.3)
+    world.commands.clear()
+    ros_node.spin_for(0.7)
+    assert world.commands == [], "node kept commanding after an episode start without fresh joint states"
+    reset_q = np.array(world.spec.home, dtype=float) + 0.05
+    world.q = reset_q.copy()
+    world.publish_states = True
+    assert ros_node.spin_until(lambda: len(world.commands) > 0, 5.0)
+    np.testing.assert_allclose(world.commands[0][1], reset_q, atol=1e-9)  # held where the robot is
+    assert "episode 1 start (seed 5)" in node.log()
+
+
+def test_learned_backend_split_across_two_processes(start_node, ros_node, tmp_path):
+    """role system2 (VLM + sentence model) and role system1 (action expert only) from one checkpoint."""
+    from sensor_msgs.msg import Image
+
+    from vla_mpc.ros.qos import SENSOR_QOS
+
+    ckpt = _learned_checkpoint(tmp_path / "ckpt")
+    common = {"autostart": True, "backend": "learned", "checkpoint": ckpt}
+    s2 = start_node(NODE, {**common, "role": "system2"}, ["-r", "__node:=policy_system2"])
+    s1 = start_node(NODE, {**common, "role": "system1"}, ["-r", "__node:=policy_system1"])
+    world = _World(ros_node)
+    cam = ros_node.node.create_publisher(Image, "/vla_mpc/observation/front/image", SENSOR_QOS)
+    frame = np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    ros_node.node.create_timer(0.1, lambda: cam.publish(cv.numpy_to_image(frame, "rgb8", stamp=time.time())))
+    assert ros_node.spin_until(lambda: len(world.latents) > 1 and len(world.chunks) > 2, 90.0), (
+        s2.log()[-2000:] + s1.log()[-2000:])
+    assert "following chunks" in s1.log()
+    assert cv.float32_tensor_to_numpy(world.latents[-1])[0].shape == (4, 16)
+
+
+def test_learned_backend_holds_without_an_instruction(start_node, ros_node, tmp_path):
+    from sensor_msgs.msg import Image
+
+    from vla_mpc.ros.qos import SENSOR_QOS
+
+    ckpt = _learned_checkpoint(tmp_path / "ckpt")
+    node = start_node(NODE, {"autostart": True, "backend": "learned", "checkpoint": ckpt})
+    world = _World(ros_node)
+    world.instr_pub.publish(String(data=""))  # contract G: "" between episodes = no task
+    cam = ros_node.node.create_publisher(Image, "/vla_mpc/observation/front/image", SENSOR_QOS)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    ros_node.node.create_timer(0.1, lambda: cam.publish(cv.numpy_to_image(frame, "rgb8", stamp=time.time())))
+    assert ros_node.spin_until(lambda: len(world.commands) > 100, 60.0), node.log()[-3000:]
+    ros_node.spin_for(0.5)  # the latched "pick up ..." of _World may have arrived first: let "" win
+    world.latents.clear(), world.chunks.clear(), world.commands.clear()
+    ros_node.spin_for(1.5)
+    assert world.latents == [] and world.chunks == [] and len(world.commands) > 100
+    held = np.array([q for _, q in world.commands])
+    np.testing.assert_allclose(held, np.broadcast_to(held[0], held.shape), atol=1e-12)  # holding
+    world.instr_pub.publish(String(data="pick up the red cube"))
+    assert ros_node.spin_until(lambda: len(world.latents) > 0 and len(world.chunks) > 0, 10.0), node.log()[-3000:]

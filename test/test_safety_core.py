@@ -32,6 +32,7 @@ DT = 0.005
 def make_filter(spec=PANDA, dt: float = DT, **kw) -> tuple[SafetyFilter, np.ndarray]:
     kw.setdefault("command_timeout_s", 1e6)
     kw.setdefault("joint_state_timeout_s", 1e6)
+    kw.setdefault("cartesian", None)  # joint limits only; Cartesian constraints: test_safety_faults.py
     f = SafetyFilter.from_spec(spec, dt, **kw)
     q0 = np.asarray(spec.home, dtype=np.float64).copy()
     q0 = np.clip(q0, f.limits.lower, f.limits.upper)
@@ -203,11 +204,12 @@ def test_stamps_that_repeat_or_go_backwards_are_rejected():
 def test_equal_stamp_with_a_new_target_is_a_new_command():
     """Under use_sim_time the ROS clock moves in /clock ticks: two commands may share a stamp."""
     f, q0 = make_filter()
-    assert f.filter(PANDA.joint_names, q0, 2.0)[1].action is SafetyAction.PASS
+    assert f.filter(PANDA.joint_names, q0, 2.0, now_s=2.0)[1].action is SafetyAction.PASS
     q1 = q0.copy()
     q1[0] += 1e-4
-    assert f.filter(PANDA.joint_names, q1, 2.0)[1].action is SafetyAction.PASS
-    assert f.filter(PANDA.joint_names, q1, 2.0)[1].action is SafetyAction.REJECTED  # exact duplicate
+    assert f.filter(PANDA.joint_names, q1, 2.0, now_s=2.0 + DT)[1].action is SafetyAction.PASS
+    # exact duplicate
+    assert f.filter(PANDA.joint_names, q1, 2.0, now_s=2.0 + 2 * DT)[1].action is SafetyAction.REJECTED
 
 
 @pytest.mark.parametrize("jump_action", ["clamp", "reject"])
@@ -348,6 +350,9 @@ def test_any_command_sequence_respects_every_limit(ops, limit_draws, dt):
         else:
             res = f.filter(names[::-1], last[::-1] + 0.01 * u, t)
         cmd, verdict = res
+        if verdict.action is SafetyAction.DEFERRED:  # two commands in one period: nothing sent now
+            assert cmd is None
+            continue
         assert cmd is not None and verdict.action in SafetyAction
         out.append(cmd)
         last = cmd
@@ -371,8 +376,306 @@ def test_reachable_static_target_is_reached_exactly(u):
 
 
 def test_core_imports_without_rclpy():
-    code = "import sys; sys.modules['rclpy'] = None; import vla_mpc.core.safety as s; print(s.SafetyFilter.__name__)"
+    code = ("import sys; sys.modules['rclpy'] = None; sys.modules['diagnostic_msgs'] = None\n"
+            "import vla_mpc.core.safety as s, vla_mpc.core.safety_cartesian, vla_mpc.core.safety_cost\n"
+            "import vla_mpc.core.safety_limits; print(s.SafetyFilter.__name__)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "SafetyFilter"
+
+
+# ------------------------------------------------------------------------- Cartesian constraints
+
+from vla_mpc.core.robot_model import RobotModel  # noqa: E402
+from vla_mpc.core.safety_cartesian import CartesianConfig, CartesianConstraints, segment_distance  # noqa: E402
+from vla_mpc.core.safety_cost import CostConfig  # noqa: E402
+
+PANDA_MODEL = RobotModel(PANDA)
+ARM = np.r_[np.ones(7), 0.0]  # arm joints only (the finger rests at its upper limit)
+# A table raised to 0.25 m (home TCP at 0.487 m), a keep-out box in front and the hand/base pair.
+CART = {
+    "clearance": 0.01,
+    "table_height": 0.25,
+    "workspace": {"min": [-0.6, -0.9, -0.2], "max": [1.0, 0.9, 1.3]},
+    "keep_out_boxes": [{"name": "post", "min": [0.45, -0.3, 0.2], "max": [0.7, -0.1, 0.8]}],
+    "spheres": [{"name": "tcp", "link": "panda_tcp", "radius": 0.005, "workspace": True},
+                {"name": "hand", "link": "panda_hand", "center": [0.0, 0.0, 0.04], "radius": 0.05}],
+    "capsules": [{"name": "base", "link": "panda_link0", "a": [0, 0, 0.05], "b": [0, 0, 0.333], "radius": 0.09},
+                 {"name": "hand", "link": "panda_hand", "a": [0, 0, 0], "b": [0, 0, 0.1], "radius": 0.05}],
+    "self_collision": [["hand", "base"]],
+}
+
+
+def cart_filter(config=CART, **kw) -> tuple[SafetyFilter, np.ndarray, CartesianConstraints]:
+    cart = CartesianConstraints(PANDA_MODEL, CartesianConfig.from_dict(config))
+    f, q0 = make_filter(cartesian=cart, **kw)
+    return f, q0, cart
+
+
+def test_segment_distance_against_brute_force():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        p1, q1, p2, q2 = rng.normal(size=(4, 3))
+        s = np.linspace(0, 1, 401)
+        a = p1 + s[:, None] * (q1 - p1)
+        b = p2 + s[:, None] * (q2 - p2)
+        brute = np.min(np.linalg.norm(a[:, None] - b[None], axis=2))
+        assert segment_distance(p1, q1, p2, q2) == pytest.approx(brute, abs=2e-3)
+        assert segment_distance(p1, q1, p2, q2) <= brute + 1e-12
+
+
+def test_cartesian_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"keep_out_boxes\[0\]"):
+        CartesianConfig.from_dict({**CART, "keep_out_boxes": [{"min": [0, 0, 1], "max": [1, 1, 0]}]})
+    with pytest.raises(ValueError, match="self_collision"):
+        CartesianConfig.from_dict({**CART, "self_collision": [["hand", "nope"]]})
+    with pytest.raises(ValueError, match="unknown keys"):
+        CartesianConfig.from_dict({**CART, "tabel_height": 0.0})
+
+
+def test_distances_match_fk_and_lipschitz_bound_holds():
+    _, q0, cart = cart_filter()
+    tcp = PANDA_MODEL.fk(q0)[:3, 3]
+    d = dict(zip(cart.names, cart.distances(q0)))
+    assert d["table:tcp"] == pytest.approx(tcp[2] - 0.005 - 0.25, abs=1e-12)
+    rng = np.random.default_rng(0)
+    lim = SafetyLimits.from_spec(PANDA)
+    for _ in range(200):  # a point moves at most sum_j R_j |dq_j| (module docstring)
+        q1 = lim.lower + rng.random(8) * (lim.upper - lim.lower)
+        q2 = np.clip(q1 + rng.normal(0, 0.1, 8), lim.lower, lim.upper)
+        moved = np.linalg.norm(cart.sphere_centers(q2) - cart.sphere_centers(q1), axis=1).max()
+        assert moved <= np.abs(q2 - q1) @ cart._lip_env + 1e-12
+
+
+def _descend_target(q0: np.ndarray, dz: float) -> np.ndarray:
+    tcp = PANDA_MODEL.fk(q0)
+    res = PANDA_MODEL.ik(tcp[:3, 3] + [0.0, 0.0, dz], tcp[:3, :3], q0)
+    assert res.converged
+    return res.q
+
+
+def test_command_into_the_table_brakes_above_it_and_can_leave():
+    f, q0, cart = cart_filter()
+    names = PANDA.joint_names
+    low = _descend_target(q0, -0.4)  # TCP 0.15 m below the raised table
+    out, kinds = [], set()
+    for k in range(600):
+        cmd, verdict = f.filter(names, low, 1.0 + k * DT)
+        out.append(cmd)
+        kinds.update(verdict.kinds)
+    assert "cartesian" in kinds
+    assert any("table:" in r for r in verdict.reasons) and verdict.action is SafetyAction.CLAMPED
+    d = np.array([cart.distances(q) for q in out])
+    assert d.min() >= 0.0  # never into the table (clearance 0.01 m spent on braking at most)
+    assert dict(zip(cart.names, d[-1]))["table:tcp"] < 0.05  # it did get close: braked, not frozen early
+    assert all(n == 0 for n in violations(out, f.limits, DT, q0).values())
+    assert f.step_cost == 1.0 and f.episode_cost > 0  # Cartesian enforcement costs
+    # Away from the table is allowed again.
+    for k in range(400):
+        cmd, verdict = f.filter(names, q0, 5.0 + k * DT)
+    np.testing.assert_allclose(cmd, q0, atol=1e-9)
+    assert verdict.action is SafetyAction.PASS
+
+
+def test_far_from_constraints_needs_no_fk_and_a_robot_inside_may_leave():
+    f, q0, cart = cart_filter()
+    names = PANDA.joint_names
+    for k in range(100):  # small motion around home, far from everything
+        target = q0 + 0.01 * math.sin(k * 0.1)
+        f.filter(names, target, 1.0 + k * DT)
+    assert cart.fk_calls <= 3
+    # Start inside the table (table raised above the home TCP): deeper is refused, up is allowed.
+    inside = {**CART, "table_height": 0.55}
+    g, q0, cart = cart_filter(inside)
+    assert dict(zip(cart.names, cart.distances(q0)))["table:tcp"] < 0
+    down, up = _descend_target(q0, -0.05), _descend_target(q0, 0.2)
+    for k in range(100):
+        cmd, verdict = g.filter(names, down, 1.0 + k * DT)
+    assert "cartesian" in verdict.kinds
+    assert dict(zip(cart.names, cart.distances(cmd)))["table:tcp"] >= dict(zip(cart.names, cart.distances(q0)))[
+        "table:tcp"] - 0.01
+    for k in range(600):
+        cmd, verdict = g.filter(names, up, 2.0 + k * DT)
+    np.testing.assert_allclose(cmd, up, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(st.tuples(st.sampled_from(["jump", "walk", "hold", "dz"]),
+                           st.lists(st.floats(-1.0, 1.0), min_size=8, max_size=8)), min_size=3, max_size=12),
+    dt=st.sampled_from([0.002, 0.005, 0.01]),
+)
+def test_any_command_sequence_respects_cartesian_and_joint_limits(ops, dt):
+    # The table 0.14 m under the home TCP, so that many sequences need Cartesian braking.
+    f, q0, cart = cart_filter({**CART, "table_height": 0.35}, dt=dt)
+    lim = f.limits
+    names = PANDA.joint_names
+    span = lim.upper - lim.lower
+    out, t, x = [], 1.0, q0.copy()
+    for kind, u in ops:
+        u = np.asarray(u)
+        if kind == "jump":  # anywhere in (and 10 % beyond) the joint range
+            x = lim.lower - 0.1 * span + (u + 1.0) * 0.6 * span
+        elif kind == "walk":
+            x = x + 0.3 * u
+        elif kind == "dz":  # shoulder and elbow forward: down toward the table / box
+            x = x + 0.5 * np.abs(u) * np.r_[0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        for _ in range(int(0.3 / dt)):  # hold each target for 0.3 s
+            t += dt
+            cmd, verdict = f.hold() if kind == "hold" else f.filter(names, x, t)
+            out.append(cmd)
+    d = np.array([cart.distances(q) for q in out])
+    assert d.min() >= 0.0, dict(zip(cart.names, d.min(axis=0)))
+    assert violations(out, lim, dt, q0) == dict.fromkeys(("nonfinite", "position", "velocity", "acceleration", "jerk"), 0)
+
+
+# ------------------------------------------------------------------------------- cost budget
+
+
+@pytest.mark.parametrize("reaction", ["hold", "stop", "slow"])
+def test_cost_budget_reactions_and_episode_reset(reaction):
+    f, q0 = make_filter(cost=CostConfig(budget=5, reaction=reaction, slow_factor=0.25))
+    names = PANDA.joint_names
+    beyond = q0.copy()
+    beyond[0] = 10.0  # beyond the position limit: each limited step costs 1 (max_joint_step clamps)
+    costs = []
+    for k in range(6):
+        f.filter(names, beyond, 1.0 + k * DT)
+        costs.append((f.step_cost, f.episode_cost))
+    assert costs[:3] == [(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]
+    assert f.cost.exceeded and f.episode_cost == 6.0
+    cmd, verdict = f.filter(names, q0, 2.0)
+    if reaction == "hold":
+        assert verdict.action is SafetyAction.REJECTED and "cost_budget" in verdict.kinds
+    elif reaction == "stop":
+        assert verdict.action is SafetyAction.ESTOP and f.state is SafetyState.ESTOP
+    else:
+        far = q0.copy()
+        far[2] += 0.04
+        out = [f.filter(names, far, 2.0 + k * DT)[0] for k in range(1, 200)]
+        v = np.diff(np.array(out)[:, 2]) / DT
+        assert np.abs(v).max() <= 0.25 * PANDA.limits.velocity[2] + 1e-9
+    for _ in range(200):  # come to rest
+        f.hold()
+    f.begin_episode(3.0)
+    assert f.episode_cost == 0.0 and not f.cost.exceeded
+    _, verdict = f.filter(names, f.last_command, 3.0 + DT)
+    if reaction == "stop":
+        assert verdict.action is SafetyAction.ESTOP  # an e-stop needs reset(), not a new episode
+    else:
+        assert verdict.action is SafetyAction.PASS and f.step_cost == 0.0
+
+
+def test_float_noise_at_an_end_stop_is_no_intervention():
+    """A gripper commanded "open" at its end stop plus interpolation noise: clipped silently."""
+    f, q0 = make_filter()
+    target = q0.copy()
+    target[7] = f.limits.upper[7] + 1e-9
+    cmd, verdict = f.filter(PANDA.joint_names, target, 1.0)
+    assert verdict.action is SafetyAction.PASS and cmd[7] == f.limits.upper[7] and f.step_cost == 0.0
+    target[7] = f.limits.upper[7] + 1e-3  # a real overshoot is still a (costly) position intervention
+    _, verdict = f.filter(PANDA.joint_names, target, 1.0 + DT)
+    assert "position" in verdict.kinds and f.step_cost == 1.0
+
+
+def test_velocity_limiting_costs_nothing_by_default():
+    f, q0 = make_filter()
+    target = q0.copy()
+    target[0] += 0.04
+    f.filter(PANDA.joint_names, target, 1.0)
+    assert f.step_cost == 0.0
+
+
+# --------------------------------------------------------------------------------- rate, re-sync
+
+
+def test_commands_faster_than_rate_are_thinned_newest_first():
+    f, q0 = make_filter()
+    names = PANDA.joint_names
+    out_times = []
+    now = 1.0
+    for k in range(400):  # 4x the rate: one command every dt / 4 (a slow ramp: reachable each period)
+        now += DT / 4
+        target = q0 + 1e-6 * k * np.r_[np.ones(7), 0.0]
+        cmd, verdict = f.filter(names, target, now, now_s=now)
+        if cmd is None:
+            assert verdict.action is SafetyAction.DEFERRED
+        else:
+            np.testing.assert_array_equal(cmd, target)
+            out_times.append(now)
+        if k % 4 == 3:  # the node's timer at 1 / dt releases the newest deferred command
+            res = f.tick(now)
+            if res is not None:
+                np.testing.assert_array_equal(res[0], target)  # newest wins
+                out_times.append(now)
+    w = f.rate_window
+    assert len(out_times) <= (400 / 4) * (w + 1) / w + w + 1
+    t = np.asarray(out_times)
+    # At most w + 1 releases in any interval of w periods.
+    assert np.all(t[w + 1:] - t[: -(w + 1)] >= w * DT - 1e-9)
+
+
+def test_jittery_stream_at_the_rate_is_never_deferred():
+    f, q0 = make_filter()
+    rng = np.random.default_rng(1)
+    for k in range(500):  # arrivals k dt + e, |e| < dt / 2
+        now = 1.0 + DT * (k + rng.uniform(-0.49, 0.49))
+        _, verdict = f.filter(PANDA.joint_names, q0 + 1e-6 * k * ARM, now, now_s=now)
+        assert verdict.action is SafetyAction.PASS
+
+
+def test_measured_jump_resyncs_without_estop_or_drag_back():
+    f, q0 = make_filter()
+    names = PANDA.joint_names
+    away = q0.copy()
+    away[[0, 3]] += [0.8, -0.4]
+    for k in range(800):  # move away from home (as an episode would)
+        f.filter(names, away, 1.0 + k * DT)
+    np.testing.assert_allclose(f.last_command, away)
+    # The sim resets to home: the measured state jumps.
+    verdict = f.observe_joint_state(q0, 5.0)
+    assert verdict is not None and "resync" in verdict.kinds and f.state is SafetyState.HOLDING
+    np.testing.assert_array_equal(f.last_command, q0)
+    cmd, _ = f.tick(5.0)
+    np.testing.assert_array_equal(cmd, q0)  # holds home, at rest
+    # A stale source still sending the old position is refused, not followed back.
+    cmd, verdict = f.filter(names, away, 5.01)
+    assert verdict.action is SafetyAction.REJECTED and "resync" in verdict.kinds
+    np.testing.assert_array_equal(cmd, q0)
+    # A re-synced source near home is followed.
+    cmd, verdict = f.filter(names, q0 + 1e-5 * ARM, 5.02)
+    assert verdict.action is SafetyAction.PASS
+    # Small jumps re-sync only right after an episode start, and only as a measured teleport.
+    here = f.last_command
+    near = here + 0.1 * ARM
+    assert f.observe_joint_state(near, 6.0) is None  # 0.1 < resync_tolerance 0.5
+    f.observe_joint_state(here, 6.05)
+    f.begin_episode(6.1)
+    lag = here + 0.04 * ARM  # a tracking lag growing smoothly: no re-sync
+    assert f.observe_joint_state(here + 0.02 * ARM, 6.15) is None and f.observe_joint_state(lag, 6.2) is None
+    assert f.observe_joint_state(here + 0.08 * ARM, 6.3) is None  # 0.04 step < 0.05: still a lag
+    assert f.observe_joint_state(near + 0.1 * ARM, 6.4) is not None  # a 0.12 teleport
+    np.testing.assert_array_equal(f.last_command, near + 0.1 * ARM)
+
+
+def test_resync_during_estop_keeps_the_latch():
+    f, q0 = make_filter()
+    f.estop("test")
+    moved = q0 + 0.6
+    f.observe_joint_state(np.clip(moved, f.limits.lower, f.limits.upper), 2.0)
+    assert f.state is SafetyState.ESTOP
+    cmd, verdict = f.tick(2.0)
+    assert verdict.action is SafetyAction.ESTOP
+    np.testing.assert_array_equal(cmd, np.clip(moved, f.limits.lower, f.limits.upper))
+
+
+def test_fuzz_with_cartesian_constraints_has_no_violations():
+    """The bench's adversarial fuzz (NaN, 1e6 jumps, wrong names, stale stamps, e-stop/reset, far
+    targets) with the robot config's Cartesian constraints: Cartesian braking happens and no
+    output breaks a joint limit or penetrates a constraint."""
+    from vla_mpc.bench.safety import _fuzz
+
+    res = _fuzz("panda", 4000, seed=2, cartesian=True)
+    assert res["fuzz_cartesian_interventions"].get("cartesian", 0) > 20
+    assert res["fuzz_cartesian_violations"] == 0 and res["fuzz_cartesian_penetrations"] == 0

@@ -13,10 +13,11 @@ from vla_mpc.models.scripted import (
     ScriptedSystem2,
     System1Backend,
     System2Backend,
-    Task,
+    TaskId,
     decode_latent,
     parse_instruction,
 )
+from vla_mpc.sim import tasks
 
 OBJECTS = {
     "red_cube": np.array([0.50, 0.10, 0.025]),  # base_link [m]
@@ -51,16 +52,14 @@ def _run(system1: ScriptedSystem1, instruction: str, calls: int = 60):
     return log, q
 
 
-def test_parse_instruction():
+def test_parse_instruction_is_the_task_suites():
+    assert parse_instruction is tasks.parse_instruction  # one parser for the sim and the expert
     names = list(OBJECTS)
-    assert parse_instruction("Pick up the red cube.", names) == parse_instruction("grasp the RED block", names)
-    spec = parse_instruction("pick up the red cube", names)
-    assert (spec.task, spec.target, spec.destination) == (Task.PICK, "red_cube", None)
-    spec = parse_instruction("reach the blue cube", names)
-    assert (spec.task, spec.target) == (Task.REACH, "blue_cube")
+    a, b = parse_instruction("Pick up the red cube.", names), parse_instruction("grasp the RED block", names)
+    assert (a.kind, a.object_name) == (b.kind, b.object_name) == ("pick", "red_cube") and a.task_id == b.task_id
     spec = parse_instruction("put the green cube on the red cube", names)
-    assert (spec.task, spec.target, spec.destination) == (Task.PLACE, "green_cube", "red_cube")
-    assert parse_instruction("pick up the red cube", names).instr_id != spec.instr_id
+    assert (spec.kind, spec.object_name, spec.destination) == ("pick_place", "green_cube", "red_cube")
+    assert parse_instruction("pick up the red cube", names).task_id != spec.task_id
     with pytest.raises(ValueError, match="blue_cube"):
         parse_instruction("pick up the purple cube", names)
     with pytest.raises(ValueError, match="no verb"):
@@ -73,13 +72,27 @@ def test_system2_latent():
     z = s2.infer({}, "pick up the red cube", OBJECTS)
     assert z.dtype == np.float32 and z.shape == (1, len(LATENT_FIELDS)) == s2.latent_shape
     task = decode_latent(z)
-    assert task.valid and task.task is Task.PICK
+    assert task.valid and task.task is TaskId.PICK
     np.testing.assert_allclose(task.object_position, OBJECTS["red_cube"], atol=1e-6)
     place = decode_latent(s2.infer({}, "put the red cube on the blue cube", OBJECTS))
     np.testing.assert_allclose(place.goal_position, OBJECTS["blue_cube"] + [0, 0, s2.place_clearance], atol=1e-6)
     bad = s2.infer({}, "pick up the purple cube", OBJECTS)
     assert not decode_latent(bad).valid and "purple" in s2.status
     assert not decode_latent(s2.infer({}, "pick up the red cube", {})).valid
+    # push: the goal is push_travel along the direction from where the cube was first seen
+    push = decode_latent(s2.infer({}, "push the green cube to the left", OBJECTS))
+    assert push.task is TaskId.PUSH
+    np.testing.assert_allclose(push.goal_position, OBJECTS["green_cube"] + [0, s2.push_travel, 0], atol=1e-6)
+    moved = dict(OBJECTS, green_cube=OBJECTS["green_cube"] + [0.0, 0.05, 0.0])
+    again = decode_latent(s2.infer({}, "push the green cube to the left", moved))
+    np.testing.assert_allclose(again.goal_position, push.goal_position, atol=1e-6)
+    s2.reset()
+    fresh = decode_latent(s2.infer({}, "push the green cube to the left", moved))
+    np.testing.assert_allclose(fresh.object_position, moved["green_cube"], atol=1e-6)
+    # a pad destination: released lower than on a cube (a pad is 2 mm thick)
+    pad = dict(OBJECTS, green_pad=np.array([0.45, 0.2, 0.001]))
+    place = decode_latent(s2.infer({}, "put the red cube on the green pad", pad))
+    np.testing.assert_allclose(place.goal_position, pad["green_pad"] + [0, 0, s2.pad_clearance], atol=1e-6)
 
 
 def test_pick_reaches_pregrasp_and_grasp_poses_within_1cm(system1):
@@ -128,6 +141,60 @@ def test_chunks_respect_velocity_limits_and_start_at_the_prefix(system1):
     final = system1.tcp_position(log[-1][1][-1])
     goal = OBJECTS["blue_cube"] + [0, 0, ScriptedSystem2().place_clearance + system1.config.pregrasp_height]
     assert np.linalg.norm(final - goal) < 0.01
+
+
+def test_push_strokes_straight_through_the_cube_at_low_height(system1):
+    log, q = _run(system1, "push the red cube forward", calls=120)
+    assert system1.phase is Phase.DONE, system1.status
+    phases = [ph for ph, _ in log]
+    assert phases.index(Phase.PREGRASP) < phases.index(Phase.DESCEND) < phases.index(Phase.PUSH) < phases.index(Phase.RETREAT)
+    cube, c = OBJECTS["red_cube"], system1.config
+    g = system1.spec.gripper_indices
+    stroke = np.array([system1.tcp_position(row) for ph, ch in log if ph is Phase.PUSH for row in ch])
+    # the stroke stays on the push line (y of the cube) at push height, and moves forward (+x)
+    assert np.abs(stroke[:, 1] - cube[1]).max() < 0.01
+    assert np.abs(stroke[:, 2] - (cube[2] + c.push_height)).max() < 0.01
+    assert stroke[:, 0].min() < cube[0] - c.push_standoff + 0.01
+    assert stroke[:, 0].max() > cube[0] + ScriptedSystem2().push_travel - c.pusher_offset - 0.01
+    for ph, ch in log:  # fingers closed (a solid pusher) once the approach has closed them
+        if ph in (Phase.DESCEND, Phase.PUSH):
+            np.testing.assert_allclose(ch[:, g], np.tile(system1.spec.gripper.closed, (len(ch), 1)), atol=1e-9)
+    assert system1.tcp_position(q)[2] > cube[2] + c.pregrasp_height - 0.02  # retreated upwards
+
+
+def test_noise_is_smooth_reproducible_and_off_by_default():
+    cfg = ScriptedSystem1Config(noise_std=0.05, noise_seed=7)
+    clean = ScriptedSystem1.from_robot("panda")
+    a, b = ScriptedSystem1.from_robot("panda", cfg), ScriptedSystem1.from_robot("panda", cfg)
+    other = ScriptedSystem1.from_robot("panda", ScriptedSystem1Config(noise_std=0.05, noise_seed=8))
+    z = ScriptedSystem2().infer({}, "pick up the red cube", OBJECTS)
+    q = np.array(clean.spec.home, dtype=float)
+    ca, cb, cc, co = (s.infer(z, q) for s in (a, b, clean, other))
+    np.testing.assert_array_equal(ca, cb)  # same seed, same chunk
+    assert np.abs(ca - cc).max() > 1e-3 and np.abs(ca - co).max() > 1e-3
+    np.testing.assert_allclose(ca[0], q)  # still starts at the current position: no jump
+    vmax = np.asarray(clean.spec.limits.velocity)
+    assert np.all(np.abs(np.diff(ca[:, :7], axis=0)) / cfg.dt <= cfg.speed_scale * vmax[:7] * (1 + 1e-9))
+    with pytest.raises(ValueError, match="noise_std"):
+        ScriptedSystem1Config(noise_std=-1.0)
+
+
+def test_random_actions_wander_near_the_object_inside_the_limits():
+    s1 = ScriptedSystem1.from_robot("panda", ScriptedSystem1Config(random_actions=True, noise_seed=3))
+    z = ScriptedSystem2().infer({}, "pick up the red cube", OBJECTS)
+    q = np.array(s1.spec.home, dtype=float)
+    targets, prefix = [], None
+    for _ in range(80):
+        chunk = s1.infer(z, q, prefix)
+        assert np.all(chunk >= s1.spec.limits.lower - 1e-9) and np.all(chunk <= s1.spec.limits.upper + 1e-9)
+        q, prefix = chunk[EXECUTE_STEPS].copy(), chunk[EXECUTE_STEPS:EXECUTE_STEPS + 2]
+        targets.append(s1.tcp_position(q))
+    assert s1.phase is Phase.WANDER
+    t = np.array(targets)
+    cube = OBJECTS["red_cube"]
+    assert np.ptp(t[:, 0]) > 0.1 and np.ptp(t[:, 1]) > 0.1  # it wanders ...
+    # ... near the object (targets within 0.2 m; joint-space moves between them bulge a little)
+    assert np.all(np.abs(t[20:, :2] - cube[:2]) < 0.3) and np.all(t[20:, 2] > cube[2] - 0.03)
 
 
 def test_reach_stops_above_the_object_with_the_gripper_open(system1):

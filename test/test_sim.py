@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vla_mpc.core.robot_model import load_robot_spec
-from vla_mpc.sim.tasks import Task, is_success, parse_instruction
+from vla_mpc.sim.tasks import Task, is_success, parse_instruction, sample_episode
 
 mujoco = pytest.importorskip("mujoco")
 pytest.importorskip("robosuite")
@@ -130,6 +130,56 @@ def test_other_robots_build_and_step(robot: str) -> None:
         assert names[: len(spec.joint_names)] == list(spec.joint_names)
         assert abs(q[0] - target[0]) < 0.01
         assert np.all(np.isfinite(q))
+        # sample_episode's z (config sim.table_z_in_base_link) is this sim's table
+        assert sim.table_height() == pytest.approx(spec.sim["table_z_in_base_link"], abs=1e-6)
         assert sim.render().shape == (64, 64, 3)
     finally:
         sim.close()
+
+
+def test_reset_applies_an_episode(panda: SimRobot) -> None:
+    assert panda.table_height() == pytest.approx(panda.spec.sim["table_z_in_base_link"], abs=1e-6)
+    panda.reset(3)
+    assert sorted(panda.object_poses()) == ["blue_cube", "green_cube", "red_cube"]  # no pads shown
+    ep = sample_episode("panda", "pick_place", 21)
+    panda.reset(episode=ep)
+    assert panda.seed == 21 and panda.episode is ep
+    poses = panda.object_poses()
+    assert set(poses) == set(ep.objects)
+    for name, o in ep.objects.items():
+        p, q, rgba, size = poses[name]
+        np.testing.assert_allclose(p, o["position"], atol=1e-6)  # z: resting on this table
+        np.testing.assert_allclose(rgba, o["rgba"])
+        np.testing.assert_allclose(size, o["size"])
+        yaw = 2 * np.arctan2(q[2], q[3])
+        assert yaw == pytest.approx(o["yaw"], abs=1e-6)
+    # the colours are in the picture: a pad's colour shows where the pad is
+    task = ep.task
+    pad = ep.objects[task.destination]
+    img = panda.render("front").astype(float)
+    close = np.linalg.norm(img - 255.0 * np.asarray(pad["rgba"][:3]), axis=-1) < 60.0
+    assert close.sum() > 10
+    # physics: the cubes stay put, pads do not collide (a cube dropped on a pad lands on the table)
+    panda.set_object_pose(task.object_name, np.asarray(pad["position"]) + [0.0, 0.0, 0.05])
+    panda.step(1.0)
+    p = panda.object_poses()[task.object_name][0]
+    assert p[2] - 0.02 == pytest.approx(panda.table_height(), abs=2e-3)
+    assert panda.task_success(task)  # on the pad (1 mm below its top is within tolerance)
+    with pytest.raises(ValueError, match="robot 'ur5e'"):
+        panda.reset(episode=sample_episode("ur5e", "reach", 0))
+    panda.reset(3)  # back to the configured cubes and colours
+    assert sorted(panda.object_poses()) == ["blue_cube", "green_cube", "red_cube"]
+    np.testing.assert_allclose(panda.object_poses()["red_cube"][2], (0.85, 0.1, 0.1, 1.0))
+
+
+def test_push_success_is_judged_from_the_reset_pose(panda: SimRobot) -> None:
+    ep = sample_episode("panda", "push", 4)
+    panda.reset(episode=ep)
+    task = parse_instruction(ep.instruction, list(ep.objects))
+    assert task.origin is None
+    start = panda.start_object_poses()[task.object_name][0]
+    assert not panda.task_success(task)
+    panda.set_object_pose(task.object_name, start + 0.1 * task.direction)
+    assert panda.task_success(task)
+    panda.set_object_pose(task.object_name, start - 0.1 * task.direction)
+    assert not panda.task_success(task)

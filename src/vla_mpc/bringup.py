@@ -75,6 +75,8 @@ class Bringup:
         record_dir: if set, the recorder writes a rosbag2 (MCAP) there.
         log_dir: if set, each node's output goes to ``<log_dir>/<node>.log``; else to this terminal.
         overrides: per-node parameter overrides.
+        exclude: names of graph nodes not to start (e.g. ``("latent_mpc_planner",)`` when the
+            policy alone drives the robot, as ``vla_mpc.collect`` does).
     """
 
     robot: str = "panda"
@@ -83,12 +85,14 @@ class Bringup:
     record_dir: Path | None = None
     log_dir: Path | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
     procs: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
     _logs: list = field(default_factory=list, init=False)
 
     def nodes(self) -> list[GraphNode]:
         """The nodes this configuration starts, in start order."""
-        selected = [n for n in GRAPH_NODES if n.group == "core" or (n.group == "sim" and self.sim)]
+        selected = [n for n in GRAPH_NODES if (n.group == "core" or (n.group == "sim" and self.sim))
+                    and n.name not in self.exclude]
         if self.record_dir is not None:
             selected.insert(0, RECORDER)  # first, so it sees the latched topics from the start
         return selected

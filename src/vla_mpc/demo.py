@@ -8,7 +8,9 @@ on, publishes the instruction, stops at task success (plus a short settle time) 
 ``--duration`` seconds, then reads the rosbag2 it recorded and prints: the measured rate of each
 topic (wall clock), the inter-message gap p99 of the command streams, safety interventions and the
 task outcome. The output folder keeps the bag (MCAP), every node's log, the safety intervention
-log, ``summary.json`` and PNG pictures (camera frames and the end-effector path).
+log, ``summary.json`` and the PNG pictures of :mod:`vla_mpc.pictures` (camera frames with the
+commanded end-effector path, the path in base_link, joints against their limits, inter-arrival
+histograms, the planner's imagined rollouts).
 """
 
 from __future__ import annotations
@@ -58,10 +60,6 @@ class BagSummary:
     interventions: dict[str, int] = field(default_factory=dict)
     task_success: bool | None = None
     safety_states: list[str] = field(default_factory=list)
-    tcp_path: np.ndarray | None = None          # (N, 3) [m] in base_link
-    objects: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (3,) first pose, base_link
-    first_frame: np.ndarray | None = None       # (H, W, 3) uint8 RGB
-    last_frame: np.ndarray | None = None
     error: str | None = None                    # set when the bag could be read only in part
 
 
@@ -74,116 +72,42 @@ def _stats(times_ns: list[int]) -> TopicStats:
     return TopicStats(int(t.size), float((t.size - 1) / (t[-1] - t[0])), float(np.percentile(gaps, 99) * 1e3))
 
 
-def read_bag(bag: Path, robot: str, max_path_points: int = 2000) -> BagSummary:
-    """Read the demo's recording. A truncated or corrupt bag gives what was readable and sets
-    ``error`` (nothing raises for bag damage).
+def read_bag(bag: Path) -> BagSummary:
+    """Read the demo's recording for the summary. A truncated or corrupt bag gives what was
+    readable and sets ``error`` (nothing raises for bag damage).
 
     Args:
         bag: rosbag2 directory.
-        robot: robot name, for forward kinematics of the recorded /joint_states.
     """
-    from rclpy.serialization import deserialize_message
-    from rosbags.rosbag2 import Reader
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Bool, String
     from diagnostic_msgs.msg import DiagnosticStatus
-    from visualization_msgs.msg import MarkerArray
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import Bool, String
 
-    from vla_mpc.ros import conversions as cv
+    from vla_mpc.replay import Bag
 
     out = BagSummary()
     times: dict[str, list[int]] = {}
-    joint_states: list[JointState] = []
     try:
-        with Reader(bag) as reader:
-            for conn, t_ns, raw in reader.messages():
-                times.setdefault(conn.topic, []).append(t_ns)
-                topic = conn.topic
-                if topic == "/joint_states":
-                    joint_states.append(deserialize_message(raw, JointState))
-                elif topic == "/vla_mpc/safety/interventions":
-                    st = deserialize_message(raw, DiagnosticStatus)
-                    kv = {k.key: k.value for k in st.values}
-                    key = kv.get("reason", st.message or "unknown").split(" ")[0]
-                    out.interventions[key] = out.interventions.get(key, 0) + 1
-                elif topic == "/vla_mpc/sim/task_success":
-                    out.task_success = bool(out.task_success) or deserialize_message(raw, Bool).data
-                elif topic == "/vla_mpc/safety/state":
-                    s = deserialize_message(raw, String).data
-                    if not out.safety_states or out.safety_states[-1] != s:
-                        out.safety_states.append(s)
-                elif topic == "/vla_mpc/sim/object_poses" and not out.objects:
-                    objs = cv.markers_to_objects(deserialize_message(raw, MarkerArray))
-                    out.objects = {k: o.position for k, o in objs.items()}
-                elif topic == "/camera/front/image_raw":
-                    frame = cv.image_to_rgb(deserialize_message(raw, Image))
-                    if out.first_frame is None:
-                        out.first_frame = frame
-                    out.last_frame = frame
-    except Exception as exc:  # noqa: BLE001 - a damaged bag: keep what was read, say where it stopped
+        reader = Bag(bag)
+        for topic, t_ns, raw in reader.messages():
+            times.setdefault(topic, []).append(t_ns)
+            if topic == "/vla_mpc/safety/interventions":
+                st = deserialize_message(raw, DiagnosticStatus)
+                kv = {k.key: k.value for k in st.values}
+                key = kv.get("reason", st.message or "unknown").split(" ")[0]
+                out.interventions[key] = out.interventions.get(key, 0) + 1
+            elif topic == "/vla_mpc/sim/task_success":
+                out.task_success = bool(out.task_success) or deserialize_message(raw, Bool).data
+            elif topic == "/vla_mpc/safety/state":
+                s = deserialize_message(raw, String).data
+                if not out.safety_states or out.safety_states[-1] != s:
+                    out.safety_states.append(s)
+        if not reader.status.complete:
+            out.error = f"bag read stopped: {reader.status.stopped_at}"
+    except Exception as exc:  # noqa: BLE001 - keep what was read, say where it stopped
         out.error = f"bag read stopped: {type(exc).__name__}: {exc}"
     out.topics = {t: _stats(v) for t, v in times.items()}
-    if joint_states:
-        from vla_mpc.core.robot_model import RobotModel, load_robot_spec
-
-        spec = load_robot_spec(robot)
-        model = RobotModel(spec)
-        step = max(1, len(joint_states) // max_path_points)
-        qs = []
-        for m in joint_states[::step]:
-            js = cv.joint_state_to_arrays(m)
-            try:
-                qs.append(cv.select_joints(js.names, js.position, spec.joint_names))
-            except ValueError:
-                continue
-        if qs:
-            out.tcp_path = np.stack([model.fk(q)[:3, 3] for q in qs])
     return out
-
-
-def save_pictures(summary: BagSummary, out_dir: Path) -> list[Path]:
-    """Write ``camera_frames.png`` (first and last camera frame) and ``tcp_path.png`` (end-effector
-    path in base_link, top and side views, with the objects' first positions). Returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths: list[Path] = []
-    if summary.first_frame is not None:
-        fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
-        for ax, img, title in zip(axes, (summary.first_frame, summary.last_frame), ("first frame", "last frame")):
-            ax.imshow(img)
-            ax.set_title(f"/camera/front/image_raw: {title}")
-            ax.axis("off")
-        fig.tight_layout()
-        p = out_dir / "camera_frames.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    if summary.tcp_path is not None and len(summary.tcp_path) > 1:
-        path = summary.tcp_path
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-        for ax, (i, j), (xl, yl) in zip(axes, ((0, 1), (0, 2)), (("x [m]", "y [m]"), ("x [m]", "z [m]"))):
-            ax.plot(path[:, i], path[:, j], "-", color="tab:blue", lw=1.5, label="TCP path")
-            ax.plot(path[0, i], path[0, j], "o", color="tab:green", label="start")
-            ax.plot(path[-1, i], path[-1, j], "s", color="tab:red", label="end")
-            for name, pos in summary.objects.items():
-                colour = name.split("_")[0] if name.split("_")[0] in ("red", "green", "blue") else "gray"
-                ax.plot(pos[i], pos[j], "X", color=colour, ms=10, label=name)
-            ax.set_xlabel(xl)
-            ax.set_ylabel(yl)
-            ax.set_aspect("equal", adjustable="datalim")
-            ax.grid(alpha=0.3)
-        axes[0].set_title("end-effector path, top view (base_link)")
-        axes[1].set_title("side view (base_link)")
-        axes[1].legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        p = out_dir / "tcp_path.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    return paths
 
 
 def format_summary(summary: BagSummary, meta: dict[str, Any]) -> str:
@@ -269,8 +193,14 @@ def run(robot: str, instruction: str, duration_s: float, output: Path, overrides
         codes = bringup.stop()
         node.destroy_node()
         rclpy.shutdown()
-    summary = read_bag(output / "bag", robot)
-    pictures = save_pictures(summary, output)
+    from vla_mpc.pictures import make_pictures
+
+    summary = read_bag(output / "bag")
+    try:
+        pictures, _data = make_pictures(output / "bag", output, robot)
+    except Exception as exc:  # noqa: BLE001 - the summary still matters without pictures
+        print(f"[demo] pictures failed: {type(exc).__name__}: {exc}")
+        pictures = []
     meta = {"robot": robot, "instruction": instruction, "wall_s": wall_s, "output": str(output)}
     print(format_summary(summary, meta))
     result = {

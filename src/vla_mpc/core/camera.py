@@ -4,12 +4,17 @@
 lose the sides) or letterbox (keep everything, pad), then ``cv2.resize`` with INTER_AREA when
 shrinking (OpenCV's recommended filter for decimation) and INTER_LINEAR when enlarging.
 ``FrameGate`` drops stale, duplicate and out-of-order frames and counts why.
+``ApproximateTimeSync`` groups the frames of several cameras whose stamps lie within a slop, the
+policy of ROS ``message_filters.ApproximateTimeSynchronizer`` (message_filters has no PyPI wheel;
+this follows its Python implementation's matching rule, ROS-free).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -63,6 +68,29 @@ def prepare_frame(rgb: np.ndarray, size: tuple[int, int], mode: ResizeMode | str
     return out
 
 
+def decode_reduction(source_hw: tuple[int, int], size: tuple[int, int], mode: ResizeMode | str = ResizeMode.CENTER_CROP) -> int:
+    """Largest JPEG decode reduction (1, 2, 4 or 8) that still leaves at least the model frame's
+    pixels for :func:`prepare_frame`, so decoding at reduced size never upsamples.
+
+    Args:
+        source_hw: (height, width) of the compressed source [px].
+        size: (height, width) of the model frame [px].
+    """
+    h, w = int(source_hw[0]), int(source_hw[1])
+    out_h, out_w = int(size[0]), int(size[1])
+    if ResizeMode(mode) is ResizeMode.CENTER_CROP:
+        ratio = out_w / out_h  # the crop keeps the model aspect; it must still cover the model frame
+        crop_h, crop_w = (h, h * ratio) if w / h > ratio else (w / ratio, w)
+        need_h, need_w = h * out_h / crop_h, w * out_w / crop_w  # reduced source size that leaves it
+    else:
+        scale = min(out_w / w, out_h / h)
+        need_h, need_w = h * scale, w * scale  # the letterboxed image's size
+    for f in (8, 4, 2):
+        if h // f >= need_h and w // f >= need_w:
+            return f
+    return 1
+
+
 class Drop(str, Enum):
     """Why a frame was not forwarded."""
 
@@ -70,6 +98,7 @@ class Drop(str, Enum):
     DUPLICATE = "duplicate"
     OUT_OF_ORDER = "out_of_order"
     MALFORMED = "malformed"
+    UNSYNCED = "unsynced"  # several cameras: no partner frame within the slop before it aged out
 
 
 @dataclass
@@ -110,3 +139,70 @@ class FrameGate:
     def count(self, reason: Drop) -> None:
         """Count a drop decided elsewhere (e.g. a malformed message)."""
         self.drops[reason] += 1
+
+
+class ApproximateTimeSync:
+    """Approximate time synchronisation of several streams (ROS ``message_filters``'
+    ``ApproximateTimeSynchronizer`` rule): when a frame arrives, every other stream's queued frames
+    within ``slop_s`` of its stamp are candidates, nearest first; the first combination whose
+    stamps all lie within ``slop_s`` of each other is emitted as a set and removed, together with
+    every older queued frame of those streams (they can no longer be part of a newer set; they are
+    counted in ``unmatched``). Each stream keeps at most ``queue_size`` frames (the oldest go, also
+    counted).
+
+    Args:
+        names: stream (camera) names, at least one.
+        slop_s: largest stamp spread inside a set [s], > 0.
+        queue_size: frames kept per stream, >= 1.
+    Raises:
+        ValueError: no or repeated names, non-positive ``slop_s`` or ``queue_size``.
+    """
+
+    def __init__(self, names: Sequence[str], slop_s: float, queue_size: int = 5) -> None:
+        names = list(names)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"names must be unique and not empty, got {names}")
+        if not slop_s > 0.0:
+            raise ValueError(f"slop_s must be > 0 s, got {slop_s!r}")
+        if int(queue_size) < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
+        self.names, self.slop_s, self.queue_size = names, float(slop_s), int(queue_size)
+        self.queues: dict[str, dict[float, Any]] = {n: {} for n in names}
+        self.unmatched: dict[str, int] = {n: 0 for n in names}
+        self.sets = 0
+        self.last_spread_s: float | None = None
+
+    def add(self, name: str, stamp: float, item: Any) -> dict[str, tuple[float, Any]] | None:
+        """Queue ``item`` of stream ``name`` at ``stamp`` [s]; returns the completed set
+        {name: (stamp, item)} or None.
+
+        Raises:
+            KeyError: unknown stream name.
+        """
+        queue = self.queues[name]
+        queue[float(stamp)] = item
+        while len(queue) > self.queue_size:
+            del queue[min(queue)]
+            self.unmatched[name] += 1
+        candidates: list[list[float]] = []
+        for other in self.names:
+            if other == name:
+                candidates.append([float(stamp)])
+                continue
+            near = sorted((s for s in self.queues[other] if abs(s - stamp) <= self.slop_s), key=lambda s: abs(s - stamp))
+            if not near:
+                return None
+            candidates.append(near)
+        for combo in itertools.product(*candidates):
+            if max(combo) - min(combo) <= self.slop_s:
+                out = {}
+                for n, s in zip(self.names, combo):
+                    q = self.queues[n]
+                    out[n] = (s, q.pop(s))
+                    for old in [o for o in q if o < s]:
+                        del q[old]
+                        self.unmatched[n] += 1
+                self.sets += 1
+                self.last_spread_s = max(combo) - min(combo)
+                return out
+        return None

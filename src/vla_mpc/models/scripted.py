@@ -1,10 +1,12 @@
 """Scripted (privileged) policy backends and the System 2 / System 1 backend interfaces.
 
 **Not a learned model.** :class:`ScriptedSystem2` reads the simulator's ground-truth object poses
-(``/vla_mpc/sim/object_poses``, privileged information a real robot does not have) and a parsed
-instruction; :class:`ScriptedSystem1` is a hand-written pick-and-place state machine with inverse
-kinematics. Together they let the whole ROS graph drive the simulated robot ("pick up the red cube")
-before learned models exist, and they are the reference the learned backends are compared with.
+(``/vla_mpc/sim/object_poses``, privileged information a real robot does not have) and the
+instruction, parsed by the one task parser :func:`vla_mpc.sim.tasks.parse_instruction`;
+:class:`ScriptedSystem1` is a hand-written reach / push / pick / place state machine with inverse
+kinematics (the robot's :class:`~vla_mpc.core.robot_model.RobotModel`). Together they are the
+expert of the task suite (``vla_mpc.sim.tasks``; success rates measured by ``vla_mpc.sim.rollout``)
+and drive the whole ROS graph before learned models exist.
 
 Both implement the backend interfaces of :mod:`vla_mpc.models.base` (re-exported here).
 
@@ -16,15 +18,15 @@ from __future__ import annotations
 
 import enum
 import math
-import re
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vla_mpc.models.base import LATENT_LABELS, System1Backend, System2Backend
+from vla_mpc.sim.tasks import Task as ParsedTask
+from vla_mpc.sim.tasks import parse_instruction
 
 if TYPE_CHECKING:  # kinematics is injected; importing it here would pull in pinocchio
     from vla_mpc.core.robot_model import RobotModel, RobotSpec
@@ -32,9 +34,9 @@ if TYPE_CHECKING:  # kinematics is injected; importing it here would pull in pin
 __all__ = [
     "LATENT_FIELDS",
     "LATENT_LABELS",
-    "Task",
+    "KIND_TO_TASK_ID",
+    "TaskId",
     "Phase",
-    "TaskSpec",
     "LatentTask",
     "System2Backend",
     "System1Backend",
@@ -46,99 +48,30 @@ __all__ = [
     "ScriptedSystem1",
 ]
 
-# One token; positions [m] in base_link. instr_id: CRC of the parsed task, exact in float32 (< 2^24).
+# One token; positions [m] in base_link. instr_id: ``tasks.Task.task_id`` (CRC of the parsed task,
+# exact in float32, < 2^24). goal: PLACE release point; PUSH where the cube should end up.
 LATENT_FIELDS = (
     "valid", "task", "instr_id", "obj_x", "obj_y", "obj_z", "goal_x", "goal_y", "goal_z",
 )
 _F = {name: i for i, name in enumerate(LATENT_FIELDS)}
 
 
-# ------------------------------------------------------------------------------ instruction parse
+# ------------------------------------------------------------------------------------ task ids
 
 
-class Task(enum.IntEnum):
+class TaskId(enum.IntEnum):
     """Task ids carried in the latent's ``task`` field."""
 
     IDLE = 0
     REACH = 1
     PICK = 2
     PLACE = 3
+    PUSH = 4
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """A parsed instruction: the task, the object to act on, and (PLACE) the destination object."""
-
-    task: Task
-    target: str
-    destination: str | None = None
-
-    @property
-    def instr_id(self) -> int:
-        """Stable id in [0, 2^24) (exact in float32): changes when the task or its objects change."""
-        key = f"{self.task.name}|{self.target}|{self.destination or ''}"
-        return zlib.crc32(key.encode()) & 0xFFFFFF
-
-
-_NOUN_SYNONYMS = {"block": "cube", "box": "cube", "cubes": "cube", "blocks": "cube", "ball": "sphere"}
-_PLACE_PREPOSITIONS = ("on", "onto", "in", "into", "inside", "top", "above", "over")
-_PICK_VERBS = ("pick", "lift", "grasp", "grab", "take", "raise", "hold")
-_REACH_VERBS = ("reach", "touch", "approach", "go", "move", "point", "hover")
-_PLACE_VERBS = ("put", "place", "stack", "set", "move", "drop", "bring")
-
-
-def _words(text: str) -> list[str]:
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return [_NOUN_SYNONYMS.get(w, w) for w in words]
-
-
-def _find(words: list[str], phrase: list[str]) -> int:
-    n = len(phrase)
-    for i in range(len(words) - n + 1):
-        if words[i:i + n] == phrase:
-            return i
-    return -1
-
-
-def parse_instruction(instruction: str, object_names: list[str] | tuple[str, ...]) -> TaskSpec:
-    """Parse an English instruction against the scene's object names.
-
-    Object names are the sim's marker namespaces such as ``red_cube``; the instruction mentions
-    them as words ("the red cube", "red block": block/box -> cube, ball -> sphere). Grammar:
-
-    * PLACE: two objects with a place preposition between them ("put the red cube on the blue
-      cube", "stack the red block onto the green one" is *not* understood: name both objects);
-    * PICK: a pick verb ("pick up", "lift", "grasp", "grab", "take", "raise", "hold");
-    * REACH: a reach verb ("reach", "touch", "approach", "go to", "move to", "hover over").
-
-    Returns:
-        The :class:`TaskSpec`.
-
-    Raises:
-        ValueError: no known object mentioned (names the objects that exist), or no verb understood.
-    """
-    words = _words(instruction)
-    mentions: list[tuple[int, str]] = []
-    for name in object_names:
-        pos = _find(words, _words(name.replace("_", " ")))
-        if pos >= 0:
-            mentions.append((pos, name))
-    if not mentions:
-        raise ValueError(f"instruction {instruction!r} names none of the objects {sorted(object_names)}")
-    mentions.sort()
-    target = mentions[0][1]
-    if len(mentions) >= 2:
-        between = words[mentions[0][0]:mentions[1][0]]
-        if any(p in between for p in _PLACE_PREPOSITIONS) and any(v in words for v in _PLACE_VERBS):
-            return TaskSpec(Task.PLACE, target, mentions[1][1])
-    if any(v in words for v in _PICK_VERBS):
-        return TaskSpec(Task.PICK, target)
-    if any(v in words for v in _REACH_VERBS):
-        return TaskSpec(Task.REACH, target)
-    raise ValueError(
-        f"instruction {instruction!r}: no verb understood (pick: {_PICK_VERBS}, reach: {_REACH_VERBS}, "
-        f"place: {_PLACE_VERBS} + a preposition between two objects)"
-    )
+#: ``tasks.Task.kind`` -> latent task id.
+KIND_TO_TASK_ID = {"reach": TaskId.REACH, "pick": TaskId.PICK, "pick_place": TaskId.PLACE,
+                   "push": TaskId.PUSH}
 
 
 # ---------------------------------------------------------------------------------------- latent
@@ -149,28 +82,29 @@ class LatentTask:
     """A decoded scripted latent. Positions (3,) float64 [m] in ``base_link``."""
 
     valid: bool
-    task: Task
+    task: TaskId
     instr_id: int
     object_position: np.ndarray
     goal_position: np.ndarray
 
 
 def encode_latent(
-    spec: TaskSpec | None, object_position: np.ndarray | None = None, goal_position: np.ndarray | None = None
+    task: ParsedTask | None, object_position: np.ndarray | None = None, goal_position: np.ndarray | None = None
 ) -> np.ndarray:
-    """Scripted latent ``z``: (1, len(LATENT_FIELDS)) float32; ``spec=None`` -> an invalid (idle) z.
+    """Scripted latent ``z``: (1, len(LATENT_FIELDS)) float32; ``task=None`` -> an invalid (idle) z.
 
     Args:
-        spec: the parsed task, or None.
-        object_position: (3,) target object centre [m] in base_link (required with ``spec``).
-        goal_position: (3,) PLACE release point [m] in base_link, or None (zeros).
+        task: the parsed task (``vla_mpc.sim.tasks.Task``), or None.
+        object_position: (3,) target object centre [m] in base_link (required with ``task``).
+        goal_position: (3,) PLACE release point / PUSH end point of the cube [m] in base_link, or
+            None (zeros).
     """
     z = np.zeros((1, len(LATENT_FIELDS)), dtype=np.float32)
-    if spec is None:
+    if task is None:
         return z
     z[0, _F["valid"]] = 1.0
-    z[0, _F["task"]] = float(spec.task)
-    z[0, _F["instr_id"]] = float(spec.instr_id)
+    z[0, _F["task"]] = float(KIND_TO_TASK_ID[task.kind])
+    z[0, _F["instr_id"]] = float(task.task_id)
     z[0, _F["obj_x"]:_F["obj_z"] + 1] = np.asarray(object_position, dtype=np.float64)
     if goal_position is not None:
         z[0, _F["goal_x"]:_F["goal_z"] + 1] = np.asarray(goal_position, dtype=np.float64)
@@ -189,12 +123,12 @@ def decode_latent(z: np.ndarray) -> LatentTask:
     if not np.all(np.isfinite(a)):
         raise ValueError("scripted latent has non-finite values")
     t = int(round(float(a[0, _F["task"]])))
-    if t not in Task._value2member_map_:
-        raise ValueError(f"scripted latent task id {t} unknown (known: {[int(x) for x in Task]})")
+    if t not in TaskId._value2member_map_:
+        raise ValueError(f"scripted latent task id {t} unknown (known: {[int(x) for x in TaskId]})")
     row = a[0].astype(np.float64)
     return LatentTask(
         valid=bool(row[_F["valid"]] > 0.5),
-        task=Task(t),
+        task=TaskId(t),
         instr_id=int(round(row[_F["instr_id"]])),
         object_position=row[_F["obj_x"]:_F["obj_z"] + 1].copy(),
         goal_position=row[_F["goal_x"]:_F["goal_z"] + 1].copy(),
@@ -205,25 +139,38 @@ class ScriptedSystem2:
     """Privileged System 2: instruction + ground-truth object positions -> scripted latent.
 
     Ignores the images (it still receives them, like a learned backend). ``status`` says why the
-    last latent is invalid (instruction not understood, object absent), or ``"ok"``.
+    last latent is invalid (instruction not understood, object absent), or ``"ok"``. A push is
+    planned once per instruction: the object's position when the instruction is first seen (until
+    ``reset``) is the push's start, and the goal is ``push_travel`` further along the direction.
 
     Args:
-        place_clearance: height of the release point above the destination object's centre [m],
-            >= 0 (the sim's 4 cm cubes: one edge + 5 mm, so the held cube is released just above).
+        place_clearance: release point above a destination *cube's* centre [m], >= 0 (the sim's
+            4 cm cubes: one edge + 5 mm, so the held cube is released just above).
+        pad_clearance: release point above a destination *pad's* centre [m], >= 0 (half a 4 cm
+            cube + the pad's 1 mm half thickness + 5 mm).
+        push_travel: how far a push moves the cube's centre [m], > 0 (tasks: success from 8 cm).
     """
 
     latent_shape = (1, len(LATENT_FIELDS))
 
-    def __init__(self, place_clearance: float = 0.045) -> None:
-        if not (math.isfinite(place_clearance) and place_clearance >= 0.0):
-            raise ValueError(f"place_clearance must be finite and >= 0 m, got {place_clearance!r}")
+    def __init__(self, place_clearance: float = 0.045, pad_clearance: float = 0.026,
+                 push_travel: float = 0.11) -> None:
+        for name, v in (("place_clearance", place_clearance), ("pad_clearance", pad_clearance)):
+            if not (math.isfinite(v) and v >= 0.0):
+                raise ValueError(f"{name} must be finite and >= 0 m, got {v!r}")
+        if not (math.isfinite(push_travel) and push_travel > 0.0):
+            raise ValueError(f"push_travel must be finite and > 0 m, got {push_travel!r}")
         self.place_clearance = float(place_clearance)
+        self.pad_clearance = float(pad_clearance)
+        self.push_travel = float(push_travel)
         self.status = "no instruction"
-        self._cache: tuple[str, tuple[str, ...], TaskSpec] | None = None
+        self._cache: tuple[str, tuple[str, ...], ParsedTask] | None = None
+        self._push_start: dict[str, np.ndarray] = {}
 
     def reset(self) -> None:
         self.status = "no instruction"
         self._cache = None
+        self._push_start = {}
 
     def infer(
         self,
@@ -245,21 +192,26 @@ class ScriptedSystem2:
             return encode_latent(None)
         names = tuple(sorted(objects))
         if self._cache is not None and self._cache[:2] == (instruction, names):
-            spec = self._cache[2]
+            task = self._cache[2]
         else:
             try:
-                spec = parse_instruction(instruction, names)
+                task = parse_instruction(instruction, names)
             except ValueError as exc:
                 self.status = str(exc)
                 self._cache = None
                 return encode_latent(None)
-            self._cache = (instruction, names, spec)
-        obj = np.asarray(objects[spec.target], dtype=np.float64).reshape(3)
+            self._cache = (instruction, names, task)
+        obj = np.asarray(objects[task.object_name], dtype=np.float64).reshape(3)
         goal = None
-        if spec.destination is not None:
-            goal = np.asarray(objects[spec.destination], dtype=np.float64).reshape(3) + [0.0, 0.0, self.place_clearance]
+        if task.kind == "pick_place":
+            dest = np.asarray(objects[task.destination], dtype=np.float64).reshape(3)
+            lift = self.pad_clearance if task.destination.endswith("_pad") else self.place_clearance
+            goal = dest + [0.0, 0.0, lift]
+        elif task.kind == "push":
+            obj = self._push_start.setdefault(instruction, obj.copy())
+            goal = obj + self.push_travel * np.asarray(task.direction, dtype=np.float64)
         self.status = "ok"
-        return encode_latent(spec, obj, goal)
+        return encode_latent(task, obj, goal)
 
 
 # ------------------------------------------------------------------------------------- System 1
@@ -276,7 +228,9 @@ class Phase(enum.Enum):
     TRANSPORT = "transport"
     LOWER = "lower"
     RELEASE = "release"
+    PUSH = "push"
     RETREAT = "retreat"
+    WANDER = "wander"
     DONE = "done"
 
 
@@ -296,9 +250,30 @@ class ScriptedSystem1Config:
         speed_scale: fraction of each arm joint's velocity limit used, in (0, 1].
         gripper_speed_scale: fraction of the gripper velocity limit used, in (0, 1].
         min_move_time: shortest move [s], > 0 (keeps short corrections gentle).
-        gripper_tolerance: gripper distance to open/closed that completes a gripper phase [m], > 0.
+        gripper_tolerance: gripper distance to open/closed that completes a gripper phase [m], > 0;
+            per joint at least 5 % of its open-closed span (UR5e Robotiq 0.04 rad, GR1 hands 0.079 rad).
         stall_calls: consecutive calls with the gripper still (< 0.5 mm) that also complete a
             gripper phase (fingers stopped by the object), >= 1.
+        push_height: PUSH: TCP height relative to the object centre during the stroke [m] (the
+            closed fingertips then push the cube's lower half).
+        push_standoff: PUSH: horizontal distance from the object centre to the TCP where the
+            stroke starts (behind the object) [m], > 0.
+        pusher_offset: PUSH: horizontal distance TCP -> object centre while in contact [m] (cube
+            half edge + finger half thickness): the stroke ends this far short of the goal, > 0.
+        push_step: PUSH: the stroke's TCP target leads the measured TCP by this much along the
+            push line (straight Cartesian stroke, not a joint-space arc) [m], > 0.
+        push_align: PUSH: turn the tool about base_link z by the push direction's angle (modulo
+            pi, so at most +-90 deg) so its fingers meet the object the same way for every
+            direction; None: the robot config's ``sim.expert.push_align`` (default False). The
+            UR5e's Robotiq fingers need it for sideways pushes; the Panda's do not.
+        noise_std: std of an Ornstein-Uhlenbeck offset (correlation 0.9 per call) added to each
+            chunk's goal joint positions [rad, m for fingers], >= 0; 0 = the clean expert. The
+            chunk still starts at the committed prefix, so the perturbation is smooth.
+        noise_seed: seed of that noise (and of ``random_actions``).
+        random_actions: ignore the task: wander between random TCP targets in a box around the
+            latent's object (+-0.2 m in x/y, 0-0.3 m above its centre; IK with the home
+            orientation) with a random gripper command, a new target when reached or after 3 s
+            (for world-model data).
     """
 
     chunk_size: int = 16
@@ -313,17 +288,31 @@ class ScriptedSystem1Config:
     min_move_time: float = 0.3
     gripper_tolerance: float = 0.003
     stall_calls: int = 3
+    push_height: float = -0.006
+    push_standoff: float = 0.06
+    pusher_offset: float = 0.032
+    push_step: float = 0.04
+    push_align: bool | None = None
+    noise_std: float = 0.0
+    noise_seed: int = 0
+    random_actions: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 2:
             raise ValueError(f"chunk_size must be an int >= 2, got {self.chunk_size!r}")
-        positive = ("dt", "pregrasp_height", "reach_height", "lift_height", "position_tolerance", "min_move_time", "gripper_tolerance")
+        positive = ("dt", "pregrasp_height", "reach_height", "lift_height", "position_tolerance",
+                    "min_move_time", "gripper_tolerance", "push_standoff", "pusher_offset", "push_step")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0.0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        if not math.isfinite(self.grasp_height):
-            raise ValueError(f"grasp_height must be finite, got {self.grasp_height!r}")
+        for name in ("grasp_height", "push_height"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if not (isinstance(self.noise_std, (int, float)) and math.isfinite(self.noise_std) and self.noise_std >= 0.0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std!r}")
+        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int):
+            raise ValueError(f"noise_seed must be an int, got {self.noise_seed!r}")
         for name in ("speed_scale", "gripper_speed_scale"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 < v <= 1.0):
@@ -356,6 +345,9 @@ class _State:
     gripper_history: list[float] = field(default_factory=list)
     ik_cache_key: tuple | None = None
     ik_cache_q: np.ndarray | None = None
+    wander_target: np.ndarray | None = None  # random_actions: (tcp (3,), gripper (G,))
+    wander_grip: np.ndarray | None = None
+    wander_calls: int = 0
 
 
 class ScriptedSystem1:
@@ -365,8 +357,12 @@ class ScriptedSystem1:
     PREGRASP (``pregrasp_height`` above the object, gripper open) -> DESCEND (``grasp_height``) ->
     CLOSE (gripper closed; done when closed or stalled on the object) -> LIFT (``lift_height`` up)
     -> DONE for PICK; PLACE continues TRANSPORT (above the goal) -> LOWER (goal) -> RELEASE ->
-    RETREAT -> DONE; REACH is PREGRASP -> DESCEND (to ``reach_height``) -> DONE. A move phase completes when the *measured* TCP
-    (forward kinematics of ``proprio``) is within ``position_tolerance`` of its target.
+    RETREAT -> DONE; REACH is PREGRASP -> DESCEND (to ``reach_height``) -> DONE; PUSH is PREGRASP
+    (``pregrasp_height`` above the stroke start, ``push_standoff`` behind the object, gripper
+    closed) -> DESCEND (to ``push_height``) -> PUSH (straight stroke to ``pusher_offset`` short of
+    the latent's goal, the target leading the TCP by ``push_step``) -> RETREAT (``pregrasp_height``
+    up) -> DONE. A move phase completes when the *measured* TCP (forward kinematics of
+    ``proprio``) is within ``position_tolerance`` of its target.
 
     Each chunk is a quintic in joint space from the chunk's start (``prefix[0]``, else ``proprio``,
     with the prefix's velocity) to the IK solution of the phase target, timed so every arm joint
@@ -392,13 +388,21 @@ class ScriptedSystem1:
         self._grip = np.array([names.index(j) for j in gripper.joints], dtype=int) if gripper else np.zeros(0, int)
         self._grip_open = np.asarray(gripper.open, dtype=np.float64) if gripper else np.zeros(0)
         self._grip_closed = np.asarray(gripper.closed, dtype=np.float64) if gripper else np.zeros(0)
+        self._grip_tol = np.maximum(self.config.gripper_tolerance, 0.05 * np.abs(self._grip_open - self._grip_closed))
         vmax = np.asarray(spec.limits.velocity, dtype=np.float64)
         self._v_arm = self.config.speed_scale * vmax[self._arm]
         self._v_grip = self.config.gripper_speed_scale * vmax[self._grip]
         home = np.asarray(spec.home, dtype=np.float64)
         self._rotation = np.asarray(model.fk(home))[:3, :3].copy()
+        align = self.config.push_align
+        if align is None:
+            align = bool(((getattr(spec, "sim", None) or {}).get("expert") or {}).get("push_align", False))
+        self._push_align = align
         self._state = _State()
         self.status = "idle"
+        self._rng = np.random.default_rng(self.config.noise_seed)
+        self._noise = np.zeros(self.action_dim)
+        self._tcp_now = self.tcp_position(home)
 
     @classmethod
     def from_robot(cls, robot: str = "panda", config: ScriptedSystem1Config | None = None) -> "ScriptedSystem1":
@@ -414,8 +418,10 @@ class ScriptedSystem1:
         return self._state.phase
 
     def reset(self) -> None:
+        """Forget the episode: phase, latched grasp and noise state (the noise stream continues)."""
         self._state = _State()
         self.status = "idle"
+        self._noise = np.zeros(self.action_dim)
 
     def tcp_position(self, q: np.ndarray) -> np.ndarray:
         """TCP position (3,) [m] in base_link for joint positions ``q`` over ``joint_names``."""
@@ -428,15 +434,24 @@ class ScriptedSystem1:
         up = np.array([0.0, 0.0, 1.0])
         obj, goal = task.object_position, task.goal_position
         ph = st.phase
+        if task.task is TaskId.PUSH:
+            start, end = self._push_line(task)
+            if ph in (Phase.IDLE, Phase.PREGRASP):
+                return start + c.pregrasp_height * up, self._grip_closed
+            if ph is Phase.DESCEND:
+                return start, self._grip_closed
+            if ph is Phase.PUSH:
+                return self._push_carrot(start, end), self._grip_closed
+            return end + c.pregrasp_height * up, self._grip_closed  # RETREAT, DONE
         if ph in (Phase.IDLE, Phase.PREGRASP):
             return obj + c.pregrasp_height * up, self._grip_open
-        if task.task is Task.REACH:  # DESCEND, DONE
+        if task.task is TaskId.REACH:  # DESCEND, DONE
             return obj + c.reach_height * up, self._grip_open
         if ph is Phase.DESCEND:
             return obj + c.grasp_height * up, self._grip_open
         if ph is Phase.CLOSE:
             return st.latched, self._grip_closed
-        if ph is Phase.LIFT or (ph is Phase.DONE and task.task is Task.PICK):
+        if ph is Phase.LIFT or (ph is Phase.DONE and task.task is TaskId.PICK):
             return st.latched + c.lift_height * up, self._grip_closed
         if ph is Phase.TRANSPORT:
             z = max(st.latched[2] + c.lift_height, goal[2] + c.pregrasp_height)
@@ -444,6 +459,26 @@ class ScriptedSystem1:
         if ph in (Phase.LOWER, Phase.RELEASE):
             return goal + c.grasp_height * up, self._grip_closed if ph is Phase.LOWER else self._grip_open
         return goal + (c.grasp_height + c.pregrasp_height) * up, self._grip_open  # RETREAT, DONE (place)
+
+    def _push_line(self, task: LatentTask) -> tuple[np.ndarray, np.ndarray]:
+        """PUSH stroke start and end TCP positions (3,) [m] in base_link."""
+        c = self.config
+        d = (task.goal_position - task.object_position)[:2]
+        n = float(np.linalg.norm(d))
+        u = np.array([d[0] / n, d[1] / n, 0.0]) if n > 1e-6 else np.array([1.0, 0.0, 0.0])
+        z = task.object_position[2] + c.push_height
+        start = task.object_position - c.push_standoff * u
+        end = task.object_position + (n - c.pusher_offset) * u
+        start[2] = end[2] = z
+        return start, end
+
+    def _push_carrot(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """The stroke target: ``push_step`` ahead of the measured TCP's projection on the line."""
+        seg = end - start
+        length = float(np.linalg.norm(seg))
+        s = float(np.clip((self._tcp_now - start) @ seg / max(length, 1e-9) ** 2, 0.0, 1.0))
+        s = min(1.0, s + self.config.push_step / max(length, 1e-9))
+        return start + s * seg
 
     def infer(
         self,
@@ -481,7 +516,10 @@ class ScriptedSystem1:
                 v0 = (pre[1] - pre[0]) / self.dt
         task = decode_latent(z)
         st = self._state
-        if not task.valid or task.task is Task.IDLE:
+        self._tcp_now = self.tcp_position(q)
+        if self.config.random_actions and task.valid:
+            return self._wander(task, q, p0, v0)
+        if not task.valid or task.task is TaskId.IDLE:
             if st.phase is not Phase.IDLE:
                 self.reset()
             self.status = "idle: invalid latent, holding"
@@ -490,12 +528,48 @@ class ScriptedSystem1:
             self._state = st = _State(phase=Phase.PREGRASP, instr_id=task.instr_id)
         self._advance(task, q)
         tcp_target, grip_target = self.phase_target(task)
-        q_goal = self._solve_ik(tcp_target, q)
+        q_goal = self._solve_ik(tcp_target, q, self._task_rotation(task))
         if q_goal is None:
             self.status = f"{st.phase.value}: IK failed for TCP target {np.round(tcp_target, 3).tolist()}; holding"
             return np.repeat(p0[None, :], self.chunk_size, axis=0)
         self.status = f"{st.phase.value}: TCP target {np.round(tcp_target, 3).tolist()}"
+        q_goal, grip_target = self._perturb(q_goal, grip_target)
         return self._chunk(p0, v0, q_goal, grip_target)
+
+    def _perturb(self, q_goal_arm: np.ndarray, grip_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the Ornstein-Uhlenbeck offset (``noise_std``) to the goal, clipped to the limits."""
+        std = self.config.noise_std
+        if std <= 0.0:
+            return q_goal_arm, grip_target
+        rho = 0.9
+        self._noise = rho * self._noise + std * math.sqrt(1.0 - rho**2) * self._rng.standard_normal(self.action_dim)
+        lo, hi = np.asarray(self.spec.limits.lower), np.asarray(self.spec.limits.upper)
+        arm = np.clip(q_goal_arm + self._noise[self._arm], lo[self._arm], hi[self._arm])
+        grip = np.clip(grip_target + self._noise[self._grip], lo[self._grip], hi[self._grip])
+        return arm, grip
+
+    def _wander(self, task: LatentTask, q: np.ndarray, p0: np.ndarray, v0: np.ndarray) -> np.ndarray:
+        """random_actions: a chunk towards the current random target (a new one when reached)."""
+        st = self._state
+        st.phase = Phase.WANDER
+        reached = st.wander_target is not None and np.linalg.norm(self._tcp_now - st.wander_target) < 0.02
+        st.wander_calls += 1
+        timeout = st.wander_calls * self.dt * 2 > 3.0  # ~ calls at half the chunk length
+        if st.wander_target is None or reached or timeout:
+            lo = task.object_position + np.array([-0.2, -0.2, 0.0])
+            hi = task.object_position + np.array([0.2, 0.2, 0.3])
+            st.wander_target = self._rng.uniform(lo, hi)
+            st.wander_grip = np.where(self._rng.random(self._grip.size) < 0.5, self._grip_open, self._grip_closed)
+            st.wander_calls = 0
+            st.ik_cache_key = None
+        q_goal = self._solve_ik(st.wander_target, q)
+        if q_goal is None:  # unreachable: draw another next call
+            st.wander_target = None
+            self.status = "wander: IK failed; holding"
+            return np.repeat(p0[None, :], self.chunk_size, axis=0)
+        self.status = f"wander: TCP target {np.round(st.wander_target, 3).tolist()}"
+        q_goal, grip = self._perturb(q_goal, st.wander_grip)
+        return self._chunk(p0, v0, q_goal, grip)
 
     # ----------------------------------------------------------------------------- internals
     def _advance(self, task: LatentTask, q: np.ndarray) -> None:
@@ -509,24 +583,31 @@ class ScriptedSystem1:
         for _ in range(len(Phase)):
             target, grip_target = self.phase_target(task)
             reached = np.linalg.norm(self.tcp_position(q) - target) < c.position_tolerance
-            grip_done = grip.size == 0 or np.all(np.abs(grip - grip_target) < c.gripper_tolerance)
+            grip_done = grip.size == 0 or np.all(np.abs(grip - grip_target) < self._grip_tol)
             ph, nxt = st.phase, None
-            if ph is Phase.PREGRASP and reached and grip_done:
+            if ph is Phase.PREGRASP and reached and (grip_done or stalled):  # closed on itself: stalled
                 nxt = Phase.DESCEND
-            elif ph is Phase.DESCEND and reached and task.task is Task.REACH:
+            elif task.task is TaskId.PUSH:
+                if ph is Phase.DESCEND and reached:
+                    nxt = Phase.PUSH
+                elif ph is Phase.PUSH and reached and np.linalg.norm(target - self._push_line(task)[1]) < 1e-9:
+                    nxt = Phase.RETREAT
+                elif ph is Phase.RETREAT and reached:
+                    nxt = Phase.DONE
+            elif ph is Phase.DESCEND and reached and task.task is TaskId.REACH:
                 nxt = Phase.DONE
             elif ph is Phase.DESCEND and reached:
                 st.latched = target.copy()
                 nxt = Phase.CLOSE
-            elif ph is Phase.CLOSE and (grip_done or (stalled and np.all(grip < self._grip_open - c.gripper_tolerance))):
+            elif ph is Phase.CLOSE and (grip_done or (stalled and np.all(np.abs(grip - self._grip_open) > self._grip_tol))):
                 nxt = Phase.LIFT
             elif ph is Phase.LIFT and reached:
-                nxt = Phase.DONE if task.task is Task.PICK else Phase.TRANSPORT
+                nxt = Phase.DONE if task.task is TaskId.PICK else Phase.TRANSPORT
             elif ph is Phase.TRANSPORT and reached:
                 nxt = Phase.LOWER
             elif ph is Phase.LOWER and reached:
                 nxt = Phase.RELEASE
-            elif ph is Phase.RELEASE and (grip_done or (stalled and np.all(grip > self._grip_closed + c.gripper_tolerance))):
+            elif ph is Phase.RELEASE and (grip_done or (stalled and np.all(np.abs(grip - self._grip_closed) > self._grip_tol))):
                 nxt = Phase.RETREAT
             elif ph is Phase.RETREAT and reached:
                 nxt = Phase.DONE
@@ -536,7 +617,17 @@ class ScriptedSystem1:
             st.gripper_history = st.gripper_history[-1:]
             stalled = False
 
-    def _solve_ik(self, tcp_target: np.ndarray, q: np.ndarray) -> np.ndarray | None:
+    def _task_rotation(self, task: LatentTask) -> np.ndarray:
+        """TCP orientation (3, 3) in base_link: the home pose's, turned for PUSH with push_align."""
+        if task.task is not TaskId.PUSH or not self._push_align:
+            return self._rotation
+        d = task.goal_position - task.object_position
+        yaw = math.atan2(d[1], d[0])
+        yaw = (yaw + math.pi / 2) % math.pi - math.pi / 2  # the gripper is symmetric under pi
+        cy, sy = math.cos(yaw), math.sin(yaw)
+        return np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]]) @ self._rotation
+
+    def _solve_ik(self, tcp_target: np.ndarray, q: np.ndarray, rotation: np.ndarray | None = None) -> np.ndarray | None:
         """Arm joint positions (A,) for ``tcp_target``, cached per (phase, 1 mm-rounded target)."""
         st = self._state
         key = (st.phase, tuple(np.round(tcp_target, 3)))
@@ -545,7 +636,8 @@ class ScriptedSystem1:
         seed = q.copy()
         if st.ik_cache_q is not None:
             seed[self._arm] = st.ik_cache_q
-        sol, converged, _err = self.model.ik(tcp_target, self._rotation, q0=seed)
+        rot = self._rotation if rotation is None else rotation
+        sol, converged, _err = self.model.ik(tcp_target, rot, q0=seed)
         if not converged:
             return None
         arm = np.asarray(sol, dtype=np.float64)[self._arm]

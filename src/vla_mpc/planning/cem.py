@@ -26,22 +26,10 @@ DROID reaching is 800 samples, horizon 16, top 80.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
-from vla_mpc.planning.common import (
-    WARM_START_TAILS,
-    CostFn,
-    PlanResult,
-    RolloutFn,
-    SamplingPlanner,
-    check_finite,
-    check_positive_int,
-    constrain,
-    evaluate,
-    finish,
-)
+from vla_mpc.planning.common import SamplingPlanner, check_common_config, check_finite
 
 
 @dataclass(frozen=True)
@@ -79,24 +67,18 @@ class CEMConfig:
     top_k: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "num_elites", "iterations", "horizon", "top_k"):
-            check_positive_int(name, getattr(self, name))
-        if not 2 <= self.num_elites <= self.num_samples:
-            raise ValueError(f"num_elites must be in [2, num_samples={self.num_samples}], got {self.num_elites}")
+        check_common_config(self, min_elites=2)
         check_finite("momentum_mean", self.momentum_mean, low=0.0, high=1.0)
         if self.momentum_mean >= 1.0:
             raise ValueError(f"momentum_mean must be < 1 (1 never moves the mean), got {self.momentum_mean}")
         check_finite("momentum_std", self.momentum_std, low=0.0, high=1.0)
         check_finite("init_std", self.init_std, low=0.0, low_inclusive=False)
         check_finite("min_std", self.min_std, low=0.0, high=self.init_std)
-        if self.max_norm is not None:
-            check_finite("max_norm", self.max_norm, low=0.0, low_inclusive=False)
-        if self.warm_start_tail not in WARM_START_TAILS:
-            raise ValueError(f"warm_start_tail must be one of {WARM_START_TAILS}, got {self.warm_start_tail!r}")
 
 
 class CEM(SamplingPlanner):
-    """Cross-entropy method planner with warm start (see module docstring).
+    """Cross-entropy method planner with warm start (see module docstring); the loop, bounds and
+    warm start are ``SamplingPlanner``'s.
 
     Args:
         config: ``CEMConfig``.
@@ -109,65 +91,22 @@ class CEM(SamplingPlanner):
         ValueError: invalid bounds.
     """
 
-    def __init__(
-        self,
-        config: CEMConfig,
-        action_dim: int,
-        action_low: float | Sequence[float] | torch.Tensor | None = None,
-        action_high: float | Sequence[float] | torch.Tensor | None = None,
-        seed: int | None = 0,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(config.horizon, action_dim, action_low, action_high, config.max_norm,
-                         config.warm_start_tail, seed, dtype, device)
-        self.config = config
+    config: CEMConfig
 
-    @torch.no_grad()
-    def plan(
-        self,
-        z0: torch.Tensor,
-        rollout: RolloutFn,
-        cost: CostFn,
-        *,
-        init_mean: torch.Tensor | None = None,
-        prior_samples: torch.Tensor | None = None,
-    ) -> PlanResult:
-        """Optimise an action sequence from latent ``z0``.
+    def initial_std(self, mean: torch.Tensor) -> torch.Tensor:
+        """``init_std`` everywhere (V-JEPA 2-AC starts at its ``maxnorm``)."""
+        return torch.full_like(mean, self.config.init_std)
 
-        Args:
-            z0: current latent, shape ``Z``.
-            rollout: ``(z0, actions [S, H, A]) -> latents [S, H, *Z]``.
-            cost: ``(latents [S, H, *Z], actions [S, H, A]) -> [S]``, lower is better.
-            init_mean: ``(H, A)`` initial sampling mean; default: the previous plan shifted one
-                step (warm start), or zeros on the first call / after ``reset()``.
-            prior_samples: ``(P, H, A)`` or ``(H, A)`` sequences (e.g. System 1's chunk) put into
-                every iteration's population in place of ``P`` Gaussian samples.
-
-        Returns:
-            ``PlanResult`` (actions = final mean, projected into the bounds).
-
-        Raises:
-            ValueError: wrong shapes or non-finite inputs, or callables returning wrong shapes.
-        """
+    def update(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+               elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Momentum refit to the elites' mean and std; std floored at ``min_std``."""
         cfg = self.config
-        z0 = self.latent(z0)
-        mean = self.initial_mean(init_mean)  # [H, A]
-        std = torch.full_like(mean, cfg.init_std)  # [H, A]
-        prior = self.prior(prior_samples, cfg.num_samples)  # [P, H, A] or None
-        n_prior = 0 if prior is None else prior.shape[0]
-        best: list[float] = []
-        for _ in range(cfg.iterations):
-            samples = self.sample(mean, std, cfg.num_samples - n_prior)  # [S - P, H, A]
-            if prior is not None:
-                samples = torch.cat([prior, samples], dim=0)  # [S, H, A]
-            latents, costs = evaluate(z0, samples, rollout, cost)  # [S, H, *Z], [S]
-            elite_costs, elite_idx = torch.topk(costs, cfg.num_elites, largest=False)
-            elites = samples[elite_idx]  # [E, H, A]
-            best.append(float(elite_costs.min()))
-            mean = (1.0 - cfg.momentum_mean) * elites.mean(dim=0) + cfg.momentum_mean * mean
-            std = (1.0 - cfg.momentum_std) * elites.std(dim=0) + cfg.momentum_std * std
-            std = std.clamp_min(cfg.min_std)
-        chosen = constrain(mean, self.low, self.high, self.max_norm)  # [H, A]
-        self._prev_mean = chosen.clone()
-        return finish(z0, chosen, chosen, std, samples, latents, costs, cfg.top_k, best, rollout, cost)
+        mean = (1.0 - cfg.momentum_mean) * elites.mean(dim=0) + cfg.momentum_mean * mean
+        std = (1.0 - cfg.momentum_std) * elites.std(dim=0) + cfg.momentum_std * std
+        return mean, std.clamp_min(cfg.min_std)
+
+    def choose(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+               elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final mean, projected into the bounds (V-JEPA 2-AC executes the mean)."""
+        chosen = self.project(mean)  # [H, A]
+        return chosen, chosen

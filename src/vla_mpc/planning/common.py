@@ -221,17 +221,37 @@ def finish(
     )
 
 
+def check_common_config(config: object, min_elites: int) -> None:
+    """Validate the fields CEM and MPPI configs share (``num_samples``, ``num_elites``,
+    ``iterations``, ``horizon``, ``top_k``, ``max_norm``, ``warm_start_tail``).
+
+    Raises:
+        ValueError: naming the first invalid field.
+    """
+    for name in ("num_samples", "num_elites", "iterations", "horizon", "top_k"):
+        check_positive_int(name, getattr(config, name))
+    s, e = config.num_samples, config.num_elites
+    if not min_elites <= e <= s:
+        raise ValueError(f"num_elites must be in [{min_elites}, num_samples={s}], got {e}")
+    if config.max_norm is not None:
+        check_finite("max_norm", config.max_norm, low=0.0, low_inclusive=False)
+    if config.warm_start_tail not in WARM_START_TAILS:
+        raise ValueError(f"warm_start_tail must be one of {WARM_START_TAILS}, got {config.warm_start_tail!r}")
+
+
 class SamplingPlanner:
-    """Base of CEM and MPPI: bounds, random generator, warm-start memory and input checks.
+    """Base of CEM and MPPI: bounds, random generator, warm-start memory, input checks and the
+    shared iteration loop (``plan``). Subclasses give the distribution's start (``initial_std``),
+    its refit from the elites (``update``) and the final choice (``choose``).
 
     Args:
-        horizon: ``H``, planning steps.
+        config: a ``CEMConfig`` / ``MPPIConfig`` (fields ``num_samples``, ``num_elites``,
+            ``iterations``, ``horizon``, ``max_norm``, ``warm_start_tail``, ``top_k``).
         action_dim: ``A``.
         action_low, action_high: per-dimension bounds ``(A,)`` or scalars, in action units; None
             means unbounded.
-        max_norm: per-step Euclidean norm bound on actions, or None.
-        warm_start_tail: ``"zero"`` or ``"repeat"``, see ``shift_mean``.
-        seed: seeds the planner's own ``torch.Generator`` (None: a nondeterministic seed).
+        seed: seeds the planner's own ``torch.Generator`` (None: a nondeterministic seed); same
+            seed + same inputs -> same plan.
         dtype, device: of every tensor the planner creates (default float32 on the CPU).
 
     Raises:
@@ -240,30 +260,106 @@ class SamplingPlanner:
 
     def __init__(
         self,
-        horizon: int,
+        config: object,
         action_dim: int,
-        action_low: float | Sequence[float] | torch.Tensor | None,
-        action_high: float | Sequence[float] | torch.Tensor | None,
-        max_norm: float | None,
-        warm_start_tail: str,
-        seed: int | None,
-        dtype: torch.dtype,
-        device: torch.device | str,
+        action_low: float | Sequence[float] | torch.Tensor | None = None,
+        action_high: float | Sequence[float] | torch.Tensor | None = None,
+        seed: int | None = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
     ) -> None:
         check_positive_int("action_dim", action_dim)
-        self.horizon = horizon
+        self.config = config
+        self.horizon = config.horizon
         self.action_dim = action_dim
         self.dtype = dtype
         self.device = torch.device(device)
         self.low, self.high = as_bounds(action_dim, action_low, action_high, dtype, self.device)
-        self.max_norm = max_norm
-        self.warm_start_tail = warm_start_tail
+        self.max_norm = config.max_norm
+        self.warm_start_tail = config.warm_start_tail
         self.generator = torch.Generator(device=self.device)
         if seed is None:
             self.generator.seed()
         else:
             self.generator.manual_seed(int(seed))
         self._prev_mean: torch.Tensor | None = None
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def initial_std(self, mean: torch.Tensor) -> torch.Tensor:
+        """``(H, A)`` sampling std at the start of a ``plan()`` call."""
+        raise NotImplementedError
+
+    def update(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+               elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refit ``(mean, std)`` (both ``(H, A)``) to ``elites (E, H, A)`` with ascending
+        ``elite_costs (E,)``."""
+        raise NotImplementedError
+
+    def choose(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+               elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """After the last iteration: ``(chosen (H, A), mean to warm-start from (H, A))``, both
+        already inside the bounds."""
+        raise NotImplementedError
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def plan(
+        self,
+        z0: torch.Tensor,
+        rollout: RolloutFn,
+        cost: CostFn,
+        *,
+        init_mean: torch.Tensor | None = None,
+        prior_samples: torch.Tensor | None = None,
+    ) -> PlanResult:
+        """Optimise an action sequence from latent ``z0``.
+
+        Per iteration: ``num_samples - P`` Gaussian sequences around the mean (projected into the
+        bounds) plus the ``P`` prior sequences are rolled out and scored; the ``num_elites``
+        lowest-cost ones refit the distribution (``update``).
+
+        Args:
+            z0: current latent, shape ``Z``.
+            rollout: ``(z0, actions [S, H, A]) -> latents [S, H, *Z]``.
+            cost: ``(latents [S, H, *Z], actions [S, H, A]) -> [S]``, lower is better.
+            init_mean: ``(H, A)`` initial sampling mean; default: the previous plan shifted one
+                step (warm start), or zeros on the first call / after ``reset()``.
+            prior_samples: ``(P, H, A)`` or ``(H, A)`` sequences (e.g. System 1's chunk) put into
+                every iteration's population in place of ``P`` Gaussian samples.
+
+        Returns:
+            ``PlanResult``.
+
+        Raises:
+            ValueError: wrong shapes or non-finite inputs, or callables returning wrong shapes.
+        """
+        cfg = self.config
+        z0 = self.latent(z0)
+        mean = self.initial_mean(init_mean)  # [H, A]
+        std = self.initial_std(mean)  # [H, A]
+        prior = self.prior(prior_samples, cfg.num_samples)  # [P, H, A] or None
+        n_prior = 0 if prior is None else prior.shape[0]
+        best: list[float] = []
+        for _ in range(cfg.iterations):
+            samples = self.sample(mean, std, cfg.num_samples - n_prior)  # [S - P, H, A]
+            if prior is not None:
+                samples = torch.cat([prior, samples], dim=0)  # [S, H, A]
+            latents, costs = evaluate(z0, samples, rollout, cost)  # [S, H, *Z], [S]
+            elite_costs, elite_idx = torch.topk(costs, cfg.num_elites, largest=False)  # ascending
+            elites = samples[elite_idx]  # [E, H, A]
+            best.append(float(elite_costs[0]))
+            mean, std = self.update(mean, std, elites, elite_costs)
+        chosen, mean = self.choose(mean, std, elites, elite_costs)
+        self._prev_mean = mean.clone()
+        return finish(z0, chosen, mean, std, samples, latents, costs, cfg.top_k, best, rollout, cost)
+
+    # -- shared pieces ---------------------------------------------------------------------------
+
+    def project(self, actions: torch.Tensor) -> torch.Tensor:
+        """``constrain`` with this planner's bounds and ``max_norm``."""
+        return constrain(actions, self.low, self.high, self.max_norm)
 
     def reset(self) -> None:
         """Forget the previous plan (the next call starts from a zero mean, like TD-MPC2's ``t0``)."""

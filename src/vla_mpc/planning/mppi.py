@@ -23,22 +23,10 @@ std in [0.05, 2] (TD-MPC2 actions are in [-1, 1]; scale std to your action units
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
-from vla_mpc.planning.common import (
-    WARM_START_TAILS,
-    CostFn,
-    PlanResult,
-    RolloutFn,
-    SamplingPlanner,
-    check_finite,
-    check_positive_int,
-    constrain,
-    evaluate,
-    finish,
-)
+from vla_mpc.planning.common import SamplingPlanner, check_common_config, check_finite
 
 SELECT_MODES = ("mean", "sample")
 
@@ -77,23 +65,17 @@ class MPPIConfig:
     top_k: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "num_elites", "iterations", "horizon", "top_k"):
-            check_positive_int(name, getattr(self, name))
-        if self.num_elites > self.num_samples:
-            raise ValueError(f"num_elites must be <= num_samples={self.num_samples}, got {self.num_elites}")
+        check_common_config(self, min_elites=1)
         check_finite("temperature", self.temperature, low=0.0, low_inclusive=False)
         check_finite("max_std", self.max_std, low=0.0, low_inclusive=False)
         check_finite("min_std", self.min_std, low=0.0, high=self.max_std)
-        if self.max_norm is not None:
-            check_finite("max_norm", self.max_norm, low=0.0, low_inclusive=False)
-        if self.warm_start_tail not in WARM_START_TAILS:
-            raise ValueError(f"warm_start_tail must be one of {WARM_START_TAILS}, got {self.warm_start_tail!r}")
         if self.select not in SELECT_MODES:
             raise ValueError(f"select must be one of {SELECT_MODES}, got {self.select!r}")
 
 
 class MPPI(SamplingPlanner):
-    """MPPI planner with warm start and policy-prior samples (see module docstring).
+    """MPPI planner with warm start and policy-prior samples (see module docstring); the loop,
+    bounds and warm start are ``SamplingPlanner``'s.
 
     Args:
         config: ``MPPIConfig``.
@@ -106,72 +88,31 @@ class MPPI(SamplingPlanner):
         ValueError: invalid bounds.
     """
 
-    def __init__(
-        self,
-        config: MPPIConfig,
-        action_dim: int,
-        action_low: float | Sequence[float] | torch.Tensor | None = None,
-        action_high: float | Sequence[float] | torch.Tensor | None = None,
-        seed: int | None = 0,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(config.horizon, action_dim, action_low, action_high, config.max_norm,
-                         config.warm_start_tail, seed, dtype, device)
-        self.config = config
+    config: MPPIConfig
 
-    @torch.no_grad()
-    def plan(
-        self,
-        z0: torch.Tensor,
-        rollout: RolloutFn,
-        cost: CostFn,
-        *,
-        init_mean: torch.Tensor | None = None,
-        prior_samples: torch.Tensor | None = None,
-    ) -> PlanResult:
-        """Optimise an action sequence from latent ``z0``.
+    def initial_std(self, mean: torch.Tensor) -> torch.Tensor:
+        """``max_std`` everywhere (TD-MPC2)."""
+        return torch.full_like(mean, self.config.max_std)
 
-        Args:
-            z0: current latent, shape ``Z``.
-            rollout: ``(z0, actions [S, H, A]) -> latents [S, H, *Z]``.
-            cost: ``(latents [S, H, *Z], actions [S, H, A]) -> [S]``, lower is better.
-            init_mean: ``(H, A)`` initial mean; default: previous plan shifted one step, or zeros.
-            prior_samples: ``(P, H, A)`` or ``(H, A)`` policy-prior sequences, ``P < num_samples``.
+    def weights(self, elite_costs: torch.Tensor) -> torch.Tensor:
+        """``(E,)`` normalised ``exp(-temperature * (cost - min cost))``."""
+        score = torch.exp(-self.config.temperature * (elite_costs - elite_costs.min()))  # [E]
+        return score / (score.sum() + 1e-9)
 
-        Returns:
-            ``PlanResult``.
+    def update(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+               elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted mean and std of the elites; std clamped to ``[min_std, max_std]``."""
+        w = self.weights(elite_costs).view(-1, 1, 1)  # [E, 1, 1]
+        mean = (w * elites).sum(dim=0)  # [H, A]
+        std = (w * (elites - mean.unsqueeze(0)) ** 2).sum(dim=0).sqrt()
+        return mean, std.clamp(self.config.min_std, self.config.max_std)
 
-        Raises:
-            ValueError: wrong shapes or non-finite inputs, or callables returning wrong shapes.
-        """
-        cfg = self.config
-        z0 = self.latent(z0)
-        mean = self.initial_mean(init_mean)  # [H, A]
-        std = torch.full_like(mean, cfg.max_std)  # [H, A]
-        prior = self.prior(prior_samples, cfg.num_samples)  # [P, H, A] or None
-        n_prior = 0 if prior is None else prior.shape[0]
-        best: list[float] = []
-        for _ in range(cfg.iterations):
-            samples = self.sample(mean, std, cfg.num_samples - n_prior)  # [S - P, H, A]
-            if prior is not None:
-                samples = torch.cat([prior, samples], dim=0)  # [S, H, A]
-            latents, costs = evaluate(z0, samples, rollout, cost)  # [S, H, *Z], [S]
-            elite_costs, elite_idx = torch.topk(costs, cfg.num_elites, largest=False)
-            elites = samples[elite_idx]  # [E, H, A]
-            best.append(float(elite_costs.min()))
-            score = torch.exp(-cfg.temperature * (elite_costs - elite_costs.min()))  # [E]
-            score = score / (score.sum() + 1e-9)
-            w = score.view(-1, 1, 1)  # [E, 1, 1]
-            mean = (w * elites).sum(dim=0)  # [H, A]
-            std = (w * (elites - mean.unsqueeze(0)) ** 2).sum(dim=0).sqrt()
-            std = std.clamp(cfg.min_std, cfg.max_std)
-        if cfg.select == "sample":
-            pick = torch.multinomial(score, 1, generator=self.generator)
+    def choose(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
+               elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``select="mean"``: the weighted mean; ``"sample"``: one elite drawn by weight."""
+        if self.config.select == "sample":
+            pick = torch.multinomial(self.weights(elite_costs), 1, generator=self.generator)
             chosen = elites[pick[0]]
         else:
             chosen = mean
-        chosen = constrain(chosen, self.low, self.high, self.max_norm)  # [H, A]
-        mean = constrain(mean, self.low, self.high, self.max_norm)
-        self._prev_mean = mean.clone()
-        return finish(z0, chosen, mean, std, samples, latents, costs, cfg.top_k, best, rollout, cost)
+        return self.project(chosen), self.project(mean)

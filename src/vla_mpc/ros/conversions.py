@@ -150,10 +150,13 @@ def numpy_to_image(
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB.
+    """``sensor_msgs/Image`` -> (H, W, 3) uint8 RGB, as cv_bridge's ``imgmsg_to_cv2(msg, "rgb8")``:
+    rgb8 / 8UC3 as they are (8UC3 has no channel order: cv_bridge keeps it), bgr8 swapped, rgba8 /
+    bgra8 without alpha, mono8 / 8UC1 grey replicated, mono16 scaled by 255/65535 then replicated.
 
     Raises:
-        ValueError: malformed message, or an encoding with no colour meaning (16UC1, 32FC1).
+        ValueError: malformed message, or an encoding with no colour meaning (16UC1, 32FC1: cv_bridge
+            refuses that conversion too).
     """
     import cv2  # local: only image paths need OpenCV
 
@@ -169,22 +172,33 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
     if enc in ("mono8", "8UC1"):
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    if enc == "mono16":  # cv_bridge: depth converted first (x * 255 / 65535, rounded), then grey -> RGB
+        return cv2.cvtColor(np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8), cv2.COLOR_GRAY2RGB)
     raise ValueError(f"Image.encoding {enc!r} has no RGB meaning")
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+def compressed_to_rgb(msg: CompressedImage, reduce: int = 1) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (jpeg or png) -> (H, W, 3) uint8 RGB.
 
+    Args:
+        reduce: 1, 2, 4 or 8: decode at 1/reduce of the size (``cv2.IMREAD_REDUCED_COLOR_<n>``; for
+            JPEG the DCT is scaled while decoding, much cheaper than decoding then resizing);
+            the result is (ceil(H / reduce), ceil(W / reduce), 3).
+
     Raises:
-        ValueError: unknown format or bytes that do not decode.
+        ValueError: unknown format, bytes that do not decode, or an unsupported ``reduce``.
     """
     import cv2
 
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}
+    if reduce not in flags:
+        raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce!r}")
     fmt = msg.format.lower()
     if not any(k in fmt for k in ("jpeg", "jpg", "png")):
         raise ValueError(f"CompressedImage.format {msg.format!r} not supported (jpeg, png)")
     buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    bgr = cv2.imdecode(buf, flags[reduce]) if buf.size else None
     if bgr is None:
         raise ValueError(f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) does not decode")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -525,3 +539,48 @@ def markers_to_objects(msg: MarkerArray) -> dict[str, SceneObject]:
             np.array([m.scale.x, m.scale.y, m.scale.z]), m.header.frame_id,
         )
     return out
+
+
+@dataclass(frozen=True)
+class LineStrip:
+    """A LINE_STRIP marker as arrays: ``points`` (N, 3) [m] in ``frame_id``, ``rgba`` (4,) in [0, 1]."""
+
+    ns: str
+    marker_id: int
+    points: np.ndarray
+    rgba: np.ndarray
+    frame_id: str
+
+
+def markers_to_line_strips(msg: MarkerArray) -> list[LineStrip]:
+    """The ADD LINE_STRIP markers of a MarkerArray (e.g. the planner's imagined rollouts), in order;
+    other marker types and DELETE/DELETEALL are skipped. Marker poses are taken as identity (as
+    :func:`line_strip_marker` writes them).
+
+    Raises:
+        ValueError: a line strip with non-finite points.
+    """
+    out: list[LineStrip] = []
+    for m in msg.markers:
+        if m.action != Marker.ADD or m.type != Marker.LINE_STRIP:
+            continue
+        pts = np.array([[p.x, p.y, p.z] for p in m.points], dtype=np.float64).reshape(-1, 3)
+        if not np.all(np.isfinite(pts)):
+            raise ValueError(f"line strip {m.ns!r}/{m.id} has non-finite points")
+        out.append(LineStrip(m.ns, int(m.id), pts, np.array([m.color.r, m.color.g, m.color.b, m.color.a]),
+                             m.header.frame_id))
+    return out
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> tuple[float, float, float, float, int, int]:
+    """``sensor_msgs/CameraInfo`` -> (fx, fy, cx, cy, width, height) [px] from ``k``.
+
+    Raises:
+        ValueError: a zero or non-finite focal length, or a zero image size.
+    """
+    fx, fy, cx, cy = float(msg.k[0]), float(msg.k[4]), float(msg.k[2]), float(msg.k[5])
+    if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0.0 or fy <= 0.0:
+        raise ValueError(f"CameraInfo.k has no usable focal length: {list(msg.k)}")
+    if msg.width <= 0 or msg.height <= 0:
+        raise ValueError(f"CameraInfo size must be positive, got {msg.width}x{msg.height}")
+    return fx, fy, cx, cy, int(msg.width), int(msg.height)

@@ -14,15 +14,32 @@ Modes (parameter ``mode``, changeable at run time):
   checks and refines); the refined plan goes to ``/vla_mpc/plan`` (System 1 or the safety monitor
   decides what to execute).
 
-Goals: the foundation world model (``KinematicWorldModel``, latent = joint positions) cannot encode
-``/vla_mpc/goal_image``; goal images are stored and reported, and a goal is given by parameters:
-``goal_joint_positions`` (over the robot's ``joint_names`` [rad, m for fingers]) and/or
-``goal_position`` (end-effector [m] in ``base_link``). The learned JEPA world model encodes images
-through the same ``WorldModel.make_goal``.
+World models (parameters ``world_model`` and ``checkpoint``, read-only):
+
+* ``kinematic`` (default): ``KinematicWorldModel``, latent = joint positions. Goals come from the
+  parameters ``goal_joint_positions`` (over the robot's ``joint_names`` [rad, m for fingers]) and/or
+  ``goal_position`` (end-effector [m] in ``base_link``). With a ``checkpoint`` (a JEPA world-model
+  directory, ``vla_mpc.models.jepa.save_world_model``), a goal image becomes a joint-space +
+  end-effector goal through the learned encoder and its proprio head
+  (``JepaWorldModel.decode_joint_positions``); without one, goal images are logged and ignored.
+* ``jepa`` (needs ``checkpoint``): ``JepaWorldModel``: the latent is the learned image latent plus
+  the joint positions; the current image comes from ``/vla_mpc/observation/<camera>/image``
+  (``camera`` parameter; no planning on images older than ``image_timeout_s``), the goal image is
+  encoded by the same encoder and the objective is V-JEPA 2-AC's L1 latent energy plus the
+  kinematic constraint costs. ``dt`` is the checkpoint's (the predictor's step).
+
+A goal image replaces the parameter goal; setting ``goal_joint_positions`` / ``goal_position``
+replaces the image goal.
+
+Debugging: with ``debug_output_dir`` set, the node records every chosen plan's imagined
+end-effector path and the executed end-effector path (forward kinematics of ``/joint_states``)
+and writes ``imagined_vs_executed.png`` (+ ``.npz``) there at shutdown
+(``vla_mpc.planning.visualize.PathRecorder``).
 
 Topics: in ``/joint_states`` (JointState, best-effort sub), ``/vla_mpc/action_chunk``
 (JointTrajectory, absolute joint targets; joints it does not name hold), ``/vla_mpc/goal_image``
-(Image, latched); out ``/vla_mpc/planner/cost`` (Float32, the chunk's cost in ``vla``, the plan's
+(Image, latched), ``/vla_mpc/observation/<camera>/image`` (Image, sensor QoS; ``jepa`` only);
+out ``/vla_mpc/planner/cost`` (Float32, the chunk's cost in ``vla``, the plan's
 otherwise), ``/vla_mpc/plan`` (JointTrajectory over ``joint_names``, absolute targets at
 ``(k + 1) * dt``, header stamp = plan time), ``/vla_mpc/joint_command`` (JointState, ``mpc`` only),
 ``/vla_mpc/imagined_rollouts`` (MarkerArray in ``base_link``: DELETEALL, then LINE_STRIPs of the
@@ -38,6 +55,7 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 import time
 from typing import Any
 
@@ -64,13 +82,15 @@ from vla_mpc.models.world_model import (
 from vla_mpc.planning.cem import CEM, CEMConfig
 from vla_mpc.planning.common import PlanResult
 from vla_mpc.planning.mppi import MPPI, MPPIConfig
+from vla_mpc.planning.visualize import PathRecorder
 from vla_mpc.ros import conversions as conv
 from vla_mpc.ros.params import declare
-from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_SUB_QOS, STREAM_QOS
+from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_SUB_QOS, STREAM_QOS
 from vla_mpc.ros.runtime import run_node
 
 MODES = ("vla", "mpc", "hybrid")
 PLANNERS = ("cem", "mppi")
+WORLD_MODELS = ("kinematic", "jepa")
 PLAN_COLOUR = (0.1, 0.5, 1.0, 1.0)  # chosen plan: blue, drawn thicker
 
 
@@ -107,7 +127,21 @@ class LatentMpcPlanner(Node):
             cartesian_clearance=p["cartesian_clearance"],
             cartesian_weight=p["cartesian_weight"],
         )
-        self.model = KinematicWorldModel.from_robot_model(self.robot, self.dt, cost_cfg)
+        self.world_model = p["world_model"]
+        self.encoder = None  # JepaWorldModel whose encoder turns goal images into goals
+        if p["checkpoint"]:
+            from vla_mpc.models.jepa import JepaWorldModel
+
+            self.encoder = JepaWorldModel.from_checkpoint(
+                Path(p["checkpoint"]).expanduser(), robot=self.robot, cost_config=cost_cfg,
+                latent_weight=p["latent_weight"], running_goal_weight=p["running_goal_weight"])
+            if self.world_model == "jepa" and abs(self.encoder.dt - self.dt) > 1e-9:
+                self.get_logger().warning(f"dt {self.dt} s replaced by the world model's step {self.encoder.dt} s")
+                self.dt = self.encoder.dt
+        if self.world_model == "jepa":
+            self.model = self.encoder
+        else:
+            self.model = KinematicWorldModel.from_robot_model(self.robot, self.dt, cost_cfg)
         low, high = self.model.action_bounds(p["velocity_scale"])
         max_norm = p["max_norm"] if p["max_norm"] > 0 else None
         top_k = p["num_rollout_markers"]
@@ -137,12 +171,20 @@ class LatentMpcPlanner(Node):
         self._chunk: tuple[tuple[str, ...], np.ndarray, np.ndarray, float] | None = None
         self._chunk_time = -math.inf
         self._goal_image: np.ndarray | None = None
+        self._image: np.ndarray | None = None
+        self._image_time = -math.inf
+        self.image_timeout = p["image_timeout_s"]
+        self.recorder = PathRecorder(self.dt) if p["debug_output_dir"] else None
+        self.debug_dir = p["debug_output_dir"]
+        self._next_exec_record = 0.0
         self.last_plan_ms = float("nan")
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_SUB_QOS)
         self.create_subscription(JointTrajectory, "/vla_mpc/action_chunk", self._on_chunk, STREAM_QOS)
         self.create_subscription(Image, "/vla_mpc/goal_image", self._on_goal_image, LATCHED_QOS)
+        if self.world_model == "jepa":
+            self.create_subscription(Image, f"/vla_mpc/observation/{p['camera']}/image", self._on_image, SENSOR_QOS)
         self.pub_cost = self.create_publisher(Float32, "/vla_mpc/planner/cost", STREAM_QOS)
         self.pub_plan = self.create_publisher(JointTrajectory, "/vla_mpc/plan", STREAM_QOS)
         self.pub_command = self.create_publisher(JointState, "/vla_mpc/joint_command", COMMAND_QOS)
@@ -157,7 +199,8 @@ class LatentMpcPlanner(Node):
         self._worker = threading.Thread(target=self._run, name="latent_mpc_planner", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"latent_mpc_planner: robot {self.spec.name}, mode {self.mode}, {p['planner']} "
+            f"latent_mpc_planner: robot {self.spec.name}, world model {type(self.model).__name__}"
+            f"{' (' + p['checkpoint'] + ')' if p['checkpoint'] else ''}, mode {self.mode}, {p['planner']} "
             f"{p['num_samples']} samples x {self.horizon} steps x {p['iterations']} iterations, "
             f"dt {self.dt} s, replan {p['replan_rate_hz']} Hz, goal {self._goal_text()}"
         )
@@ -169,6 +212,15 @@ class LatentMpcPlanner(Node):
         p = {
             "robot_config": d("robot_config", "panda", "robot name (config/<name>.yaml) or path", read_only=True),
             "mode": d("mode", "vla", "vla | mpc | hybrid (see the node's docstring)"),
+            "world_model": d("world_model", "kinematic", "kinematic | jepa (jepa needs checkpoint)", read_only=True),
+            "checkpoint": d("checkpoint", "", "JEPA world-model checkpoint directory ('' = none)", read_only=True),
+            "camera": d("camera", "front", "jepa: camera of /vla_mpc/observation/<camera>/image", read_only=True),
+            "image_timeout_s": d("image_timeout_s", 1.0, "jepa: no planning on older observation images [s]",
+                                 read_only=True, min_value=0.01, max_value=60.0),
+            "latent_weight": d("latent_weight", 10.0, "jepa: cost per unit of mean |latent - goal latent|",
+                               read_only=True, min_value=0.0, max_value=1e6),
+            "debug_output_dir": d("debug_output_dir", "", "write imagined_vs_executed.png here at shutdown ('' = off)",
+                                  read_only=True),
             "planner": d("planner", "cem", "cem (V-JEPA 2-AC) | mppi (TD-MPC2)", read_only=True),
             "replan_rate_hz": d("replan_rate_hz", 5.0, "planning cycles per second [Hz]", read_only=True,
                                 min_value=0.1, max_value=100.0),
@@ -239,6 +291,10 @@ class LatentMpcPlanner(Node):
                                    ParameterDescriptor(name=name, description=desc, read_only=ro))
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode must be one of {MODES}, got {p['mode']!r}")
+        if p["world_model"] not in WORLD_MODELS:
+            raise ValueError(f"parameter world_model must be one of {WORLD_MODELS}, got {p['world_model']!r}")
+        if p["world_model"] == "jepa" and not p["checkpoint"]:
+            raise ValueError("parameter world_model is 'jepa' but checkpoint is empty: give a JEPA checkpoint directory")
         if p["planner"] not in PLANNERS:
             raise ValueError(f"parameter planner must be one of {PLANNERS}, got {p['planner']!r}")
         if p["num_elites"] > p["num_samples"]:
@@ -264,7 +320,9 @@ class LatentMpcPlanner(Node):
         if g is None:
             return "none"
         parts = []
-        if g.latent is not None:
+        if g.latent is not None and self.world_model == "jepa":
+            parts.append(f"goal image latent ({g.latent.shape[0]} values)")
+        elif g.latent is not None:
             parts.append(f"joints {[round(float(x), 3) for x in g.latent]}")
         if g.ee_position is not None:
             parts.append(f"ee {[round(float(x), 3) for x in g.ee_position]} m")
@@ -320,18 +378,49 @@ class LatentMpcPlanner(Node):
             self._chunk, self._chunk_time = chunk, time.monotonic()
 
     def _on_goal_image(self, msg: Image) -> None:
+        """A goal image: encoded into a goal when a learned encoder is loaded (module docstring)."""
         try:
-            image = conv.image_to_numpy(msg)
+            image = conv.image_to_rgb(msg)
         except ValueError as e:
             self.get_logger().warning(f"/vla_mpc/goal_image rejected: {e}", throttle_duration_sec=5.0)
             return
         with self._lock:
             self._goal_image = image
-        if not self.model.supports_image_goals:
+        if self.encoder is None:
             self.get_logger().warning(
-                f"goal image {image.shape} received, but the {type(self.model).__name__} cannot encode images; "
-                "set goal_joint_positions or goal_position", throttle_duration_sec=30.0,
+                f"goal image {image.shape} received, but the {type(self.model).__name__} cannot encode images "
+                "without a JEPA checkpoint; set goal_joint_positions or goal_position", throttle_duration_sec=30.0,
             )
+            return
+        try:
+            goal = self._goal_from_image(image)
+        except ValueError as e:
+            self.get_logger().error(f"/vla_mpc/goal_image could not be encoded: {e}")
+            return
+        with self._lock:
+            self.goal = goal
+            self.planner.reset()
+            if self.recorder is not None:
+                self.recorder.goal = None if goal.ee_position is None else goal.ee_position.numpy().astype(float)
+        self.get_logger().info(f"goal image {image.shape[1]}x{image.shape[0]} encoded: {self._goal_text()}")
+
+    def _goal_from_image(self, image: np.ndarray) -> Goal:
+        """``jepa``: the image's latent; ``kinematic``: the joint configuration decoded by the
+        learned proprio head, plus its end-effector position (forward kinematics)."""
+        if self.world_model == "jepa":
+            return self.model.make_goal(image=image)
+        q = self.encoder.decode_joint_positions(self.encoder.encode_image(image))  # [n]
+        ee = self.robot.fk_positions(q[None])[0]
+        return self.model.make_goal(joint_positions=q, ee_position=ee)
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            image = conv.image_to_rgb(msg)
+        except ValueError as e:
+            self.get_logger().warning(f"observation image rejected: {e}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._image, self._image_time = image, time.monotonic()
 
     # ------------------------------------------------------------------------------ planning loop
 
@@ -386,10 +475,16 @@ class LatentMpcPlanner(Node):
             q, q_age = self._q, now - self._q_time
             chunk = self._chunk if now - self._chunk_time <= self.chunk_timeout else None
             mode, goal = self.mode, self.goal
+            image, image_age = self._image, now - self._image_time
         if q is None or q_age > self.state_timeout:
             self._status = "waiting for /joint_states" if q is None else f"/joint_states stale ({q_age:.2f} s)"
             return
-        z0 = self.model.encode(None, q)  # [n]
+        self._record_executed(q)
+        if self.world_model == "jepa" and (image is None or image_age > self.image_timeout):
+            self._status = ("waiting for the observation image" if image is None
+                            else f"observation image stale ({image_age:.2f} s)")
+            return
+        z0 = self.model.encode(image, q)  # [Z]
         chunk_actions = None if chunk is None else torch.from_numpy(self._chunk_actions(chunk, q))  # [H, n]
         stamp = self.get_clock().now()
         if mode == "vla":
@@ -404,7 +499,7 @@ class LatentMpcPlanner(Node):
             self.last_cost, self._status = cost, "ok"
             return
         if mode == "mpc" and goal is None:
-            self._status = "mpc: no goal (set goal_joint_positions or goal_position)"
+            self._status = "mpc: no goal (publish /vla_mpc/goal_image or set goal_joint_positions / goal_position)"
             self.get_logger().warning(self._status, throttle_duration_sec=10.0)
             return
         if mode == "hybrid" and chunk_actions is None:
@@ -422,7 +517,7 @@ class LatentMpcPlanner(Node):
         result = self.planner.plan(z0, self.model.rollout, self.model.objective(goal),
                                    init_mean=init_mean, prior_samples=prior)
         self.last_plan_ms = (time.perf_counter() - t0) * 1e3
-        targets = actions_to_targets(q, result.actions.numpy())  # [H, n]
+        targets = self._joint_targets(q, result)  # [H, n]
         self.pub_plan.publish(conv.trajectory_msg(
             self.spec.joint_names, targets, self.dt * np.arange(1, self.horizon + 1),
             stamp=stamp.to_msg(), frame_id=self.frame_id,
@@ -432,7 +527,28 @@ class LatentMpcPlanner(Node):
             self.pub_command.publish(conv.joint_state_msg(
                 self.spec.joint_names, targets[self.exec_steps - 1], stamp=stamp.to_msg()))
         self._publish_markers(q, result, result.latents, stamp)
+        if self.recorder is not None:
+            path = torch.cat([self.model.ee_positions(torch.as_tensor(q, dtype=torch.float32)).unsqueeze(0),
+                              self.model.ee_positions(result.latents)]).numpy()
+            with self._lock:
+                self.recorder.add_plan(time.monotonic(), path)
         self.last_cost, self._status = result.cost, "ok"
+
+    def _joint_targets(self, q: np.ndarray, result: PlanResult) -> np.ndarray:
+        """``(H, n)`` absolute joint targets of the plan: the predicted joint positions (the
+        kinematic part of the latent; actions are clipped by the model like in its rollout)."""
+        if self.world_model == "jepa":
+            return self.model.joint_positions(result.latents).numpy().astype(np.float64)
+        return actions_to_targets(q, result.actions.numpy())
+
+    def _record_executed(self, q: np.ndarray) -> None:
+        """Executed end-effector position for the debug PNG, at most every 50 ms."""
+        if self.recorder is None or time.monotonic() < self._next_exec_record:
+            return
+        self._next_exec_record = time.monotonic() + 0.05
+        ee = self.robot.fk_positions(np.asarray(q, dtype=np.float64)[None])[0]
+        with self._lock:
+            self.recorder.add_executed(time.monotonic(), ee)
 
     def _publish_markers(self, q: np.ndarray, result: PlanResult | None, plan_latents: torch.Tensor, stamp: Any) -> None:
         """DELETEALL, then the top-k samples (ns ``samples``, ids 0..k-1, green->red by cost) and
@@ -458,10 +574,18 @@ class LatentMpcPlanner(Node):
         self.pub_markers.publish(arr)
 
     def close(self) -> None:
-        """Stop the planning thread (called by ``run_node`` before ``destroy_node``)."""
+        """Stop the planning thread (called by ``run_node`` before ``destroy_node``) and write the
+        debug PNG when ``debug_output_dir`` is set."""
         self._stop.set()
         if self._worker.is_alive():
             self._worker.join(timeout=5.0)
+        if self.recorder is not None and (self.recorder.plans or self.recorder.executed):
+            try:
+                png = self.recorder.save(Path(self.debug_dir).expanduser(),
+                                         title=f"latent_mpc_planner: {type(self.model).__name__}, mode {self.mode}")
+                self.get_logger().info(f"wrote {png}")
+            except (OSError, ValueError) as e:
+                self.get_logger().error(f"could not write the imagined-vs-executed picture: {e}")
 
 
 def main(args: list[str] | None = None) -> int:

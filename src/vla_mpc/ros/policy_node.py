@@ -13,12 +13,31 @@ is not an executor callback):
   runs the System 1 backend on ``z`` + the newest joint positions + the committed prefix and
   submits the chunk to a :class:`~vla_mpc.core.chunking.ChunkStreamer` (publishes
   ``/vla_mpc/action_chunk``);
+  (the system2 and system1 threads run ``inference_niceness`` steps nicer than the control thread,
+  so on a loaded CPU the scheduler serves the control loop first; torch runs ``torch_threads``
+  intra-op threads, 1 by default: the two inference threads then use the two cores in parallel);
 * ``control`` thread (role both | system1): at ``control_rate_hz`` on an absolute schedule samples the
   streamer and publishes ``/vla_mpc/joint_command``; holds (the last commanded, else the last
   measured position) when :func:`~vla_mpc.core.chunking.hold_reason` says an input is stale.
 
+Backends (parameter ``backend``): ``scripted`` (privileged sim object poses, a state machine; not a
+learned model) or ``learned`` (a :class:`~vla_mpc.models.policy.DualSystemPolicy` checkpoint, parameter
+``checkpoint``: an absolute path or one relative to the package share dir; loaded on configure, and a
+missing, corrupt or mismatched checkpoint fails the configure transition with a message naming the
+file and the mismatch). System 1 receives the measured joint velocities and, for real-time chunking,
+the executing trajectory over the new chunk's overlap as ``prefix``.
+
+With the learned backend an empty instruction means "no task": System 2 publishes no latent and
+System 1 holds (the scripted backend publishes an invalid latent, which its System 1 holds on).
+
+Episodes (contract G): on a ``/vla_mpc/episode`` "start" the node resets its backends (the scripted
+System 1 is rebuilt with ``noise_seed`` = the episode's seed), clears the chunk streamer, forgets its
+inputs and publishes nothing until a fresh joint state arrives; then it holds that measured state
+until a fresh latent and chunk exist (it never drags the robot back to the pre-reset pose).
+
 Topics: subscribes ``/joint_states`` (sensor_msgs/JointState), ``/vla_mpc/observation/<camera>/image``
 (sensor_msgs/Image rgb8), ``/vla_mpc/instruction`` (std_msgs/String, latched),
+``/vla_mpc/episode`` (std_msgs/String JSON, latched),
 ``/vla_mpc/sim/object_poses`` (visualization_msgs/MarkerArray in base_link, privileged),
 ``/vla_mpc/latent`` (role system1 only). Publishes ``/vla_mpc/latent`` (Float32MultiArray, dims
 "tokens", "dim"), ``/vla_mpc/action_chunk`` (JointTrajectory over joint_names; header stamp = the
@@ -28,6 +47,10 @@ chunk's start on the node clock), ``/vla_mpc/joint_command`` (JointState, positi
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
 import sys
 import threading
 import time
@@ -49,17 +72,41 @@ from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_SUB_QOS,
 from vla_mpc.ros.runtime import run_node
 
 ROLES = ("both", "system2", "system1")
-BACKENDS = ("scripted",)
+BACKENDS = ("scripted", "learned")
 
 
-def load_backends(backend: str, robot_config: str, chunk_size: int, chunk_dt: float, speed_scale: float):
+def load_backends(
+    backend: str,
+    robot_config: str,
+    chunk_size: int,
+    chunk_dt: float,
+    speed_scale: float,
+    *,
+    checkpoint: str = "",
+    scripted_noise_std: float = 0.0,
+    scripted_random_actions: bool = False,
+    need_system2: bool = True,
+):
     """Build ``(spec, system2, system1_factory)`` for ``backend``.
 
-    ``system1_factory()`` builds a System 1 backend (each thread needs its own: the kinematics
-    model is not thread-safe).
+    ``system1_factory(seed=0)`` builds a System 1 backend (each thread needs its own: the
+    kinematics model is not thread-safe); ``seed`` is the scripted backend's ``noise_seed`` (the
+    episode seed) and the learned backend's sampling seed.
+
+    Args:
+        backend: ``scripted`` | ``learned``.
+        robot_config: robot name or config path.
+        chunk_size / chunk_dt / speed_scale: scripted System 1 settings (a learned checkpoint
+            brings its own chunk size and dt, which must match; see :class:`PolicyNode`).
+        checkpoint: learned: checkpoint directory, absolute or relative to the share dir.
+        scripted_noise_std / scripted_random_actions: scripted perturbations (contract H), passed
+            to ``ScriptedSystem1Config`` fields ``noise_std`` / ``random_actions`` when it has them.
+        need_system2: learned: also build System 2 (loads the sentence model); False for role system1.
 
     Raises:
-        ValueError: unknown backend.
+        ValueError: unknown backend, a perturbation the scripted config does not support, or an
+            empty ``checkpoint`` for the learned backend.
+        vla_mpc.models.checkpoint.CheckpointError: missing, corrupt or mismatched checkpoint.
         vla_mpc.core.config.ConfigError: bad robot config.
     """
     from vla_mpc.core.robot_model import RobotModel, load_robot_spec
@@ -68,8 +115,28 @@ def load_backends(backend: str, robot_config: str, chunk_size: int, chunk_dt: fl
     if backend == "scripted":
         from vla_mpc.models.scripted import ScriptedSystem1, ScriptedSystem1Config, ScriptedSystem2
 
-        cfg = ScriptedSystem1Config(chunk_size=chunk_size, dt=chunk_dt, speed_scale=speed_scale)
-        return spec, ScriptedSystem2(), lambda: ScriptedSystem1(spec, RobotModel(spec), cfg)
+        kwargs: dict[str, Any] = {"chunk_size": chunk_size, "dt": chunk_dt, "speed_scale": speed_scale}
+        known = {f.name for f in dataclasses.fields(ScriptedSystem1Config)}
+        for name, value, off in (("noise_std", scripted_noise_std, 0.0), ("random_actions", scripted_random_actions, False)):
+            if name in known:
+                kwargs[name] = value
+            elif value != off:
+                raise ValueError(f"this ScriptedSystem1Config has no {name!r}: scripted_{name} unsupported")
+        cfg = ScriptedSystem1Config(**kwargs)
+
+        def scripted_factory(seed: int = 0) -> ScriptedSystem1:
+            c = dataclasses.replace(cfg, noise_seed=int(seed)) if "noise_seed" in known else cfg
+            return ScriptedSystem1(spec, RobotModel(spec), c)
+
+        return spec, ScriptedSystem2(), scripted_factory
+    if backend == "learned":
+        from vla_mpc.models.learned import LearnedSystem1, load_learned_backends
+        from vla_mpc.paths import resolve
+
+        if not checkpoint:
+            raise ValueError("backend 'learned' needs the parameter 'checkpoint' (a policy checkpoint directory)")
+        policy, system2, _ = load_learned_backends(resolve(checkpoint), spec.joint_names, need_system2=need_system2)
+        return spec, system2, lambda seed=0: LearnedSystem1(policy, seed)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
@@ -79,12 +146,19 @@ class _Loop(threading.Thread):
     behind, the missed ticks are dropped, not bunched. Exceptions are reported through
     ``on_error`` and the loop goes on."""
 
-    def __init__(self, name: str, period: float, body: Callable[[], None], on_error: Callable[[str], None]):
+    def __init__(self, name: str, period: float, body: Callable[[], None], on_error: Callable[[str], None],
+                 niceness: int = 0):
         super().__init__(name=name, daemon=True)
-        self.period, self.body, self.on_error = period, body, on_error
+        self.period, self.body, self.on_error, self.niceness = period, body, on_error, niceness
         self._halt = threading.Event()
 
     def run(self) -> None:
+        if self.niceness > 0:  # Linux: per-thread niceness; raising it needs no privileges
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.niceness)
+            except (AttributeError, OSError):
+                pass
         next_t = time.monotonic()
         while not self._halt.is_set():
             try:
@@ -111,6 +185,10 @@ class PolicyNode(LifecycleNode):
         d = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
         d("robot_config", "panda", "Robot name (config/<name>.yaml) or config path.", read_only=True)
         d("backend", "scripted", f"Policy backend: {'|'.join(BACKENDS)} (scripted = privileged sim poses).", read_only=True)
+        d("checkpoint", "", "learned backend: policy checkpoint directory (absolute, or relative to the package share dir).", read_only=True)
+        d("torch_threads", 1, "learned backend: torch intra-op threads (System 2 and System 1 run in parallel threads).", read_only=True, min_value=1, max_value=64)
+        d("scripted_noise_std", 0.0, "scripted backend: std of the smooth random perturbation added to chunks [rad, m].", read_only=True, min_value=0.0, max_value=1.0)
+        d("scripted_random_actions", False, "scripted backend: random chunks inside the joint limits (world-model data).", read_only=True)
         d("role", "both", "both | system2 | system1: which systems this process runs.", read_only=True)
         self.autostart = d("autostart", False, "Configure and activate at start-up (else wait for lifecycle transitions).", read_only=True)
         d("control_rate_hz", 100.0, "Joint command rate [Hz].", read_only=True, min_value=1.0, max_value=1000.0)
@@ -126,6 +204,7 @@ class PolicyNode(LifecycleNode):
         d("max_image_age_s", 0.5, "Hold when the newest camera frame is older than this [s].", min_value=0.001, max_value=60.0)
         d("require_camera", True, "Hold (and skip System 2) without a fresh camera frame.")
         d("cameras", ["front"], "Camera names; frames from /vla_mpc/observation/<name>/image.", read_only=True)
+        d("inference_niceness", 5, "Niceness added to the System 2 / System 1 threads so the control loop wins the CPU (0 = off).", read_only=True, min_value=0, max_value=19)
         d("diagnostics_rate_hz", 1.0, "Rate of /diagnostics [Hz].", read_only=True, min_value=0.1, max_value=50.0)
         self._lock = threading.Lock()
         self._loops: list[_Loop] = []
@@ -144,6 +223,8 @@ class PolicyNode(LifecycleNode):
 
     def _reset_inputs(self) -> None:
         self._q: np.ndarray | None = None  # (n,) over joint_names [rad or m]
+        self._qd: np.ndarray | None = None  # (n,) velocities [rad/s or m/s], None if not published
+        self._episode_gen = getattr(self, "_episode_gen", 0)  # bumped on each episode start
         self._q_time: float | None = None
         self._images: dict[str, Image] = {}
         self._image_time: float | None = None
@@ -167,10 +248,26 @@ class PolicyNode(LifecycleNode):
                 raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
             if p("interpolation") not in ("linear", "cubic"):
                 raise ValueError(f"interpolation must be linear or cubic, got {p('interpolation')!r}")
-            self.spec, self.system2, s1_factory = load_backends(
-                p("backend"), p("robot_config"), p("chunk_size"), p("chunk_dt"), p("speed_scale")
+            if p("backend") == "learned":
+                import torch
+
+                torch.set_num_threads(p("torch_threads"))
+            self.spec, self.system2, self._s1_factory = load_backends(
+                p("backend"), p("robot_config"), p("chunk_size"), p("chunk_dt"), p("speed_scale"),
+                checkpoint=p("checkpoint"), scripted_noise_std=p("scripted_noise_std"),
+                scripted_random_actions=p("scripted_random_actions"), need_system2=self.role != "system1",
             )
-            self.system1 = s1_factory() if self.role != "system2" else None
+            self.system1 = self._s1_factory() if self.role != "system2" else None
+            self._backend = p("backend")
+            if self.system1 is not None and (
+                self.system1.chunk_size != p("chunk_size") or not math.isclose(self.system1.dt, p("chunk_dt"))
+            ):
+                raise ValueError(
+                    f"backend chunk_size {self.system1.chunk_size} / dt {self.system1.dt} s differ from the "
+                    f"parameters chunk_size {p('chunk_size')} / chunk_dt {p('chunk_dt')}"
+                )
+            if self.system2 is not None and hasattr(self.system2, "warmup"):
+                self.system2.warmup()  # the sentence model loads here, not on the first System 2 tick
             self.names = tuple(self.spec.joint_names)
             self.streamer = ChunkStreamer(ChunkStreamerConfig(
                 action_dim=len(self.names), dt=p("chunk_dt"), blend_steps=p("blend_steps"),
@@ -187,6 +284,7 @@ class PolicyNode(LifecycleNode):
         for cam in p("cameras"):
             sub(Image, f"/vla_mpc/observation/{cam}/image", lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
         sub(String, "/vla_mpc/instruction", self._on_instruction, LATCHED_QOS)
+        sub(String, "/vla_mpc/episode", self._on_episode, LATCHED_QOS)
         sub(MarkerArray, "/vla_mpc/sim/object_poses", self._on_objects, STATE_SUB_QOS)
         if self.role == "system1":
             sub(Float32MultiArray, "/vla_mpc/latent", self._on_latent, STREAM_QOS)
@@ -204,17 +302,19 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = lambda n: self.get_parameter(n).value  # noqa: E731
-        self.system2.reset()
+        if self.system2 is not None:
+            self.system2.reset()
         if self.system1 is not None:
             self.system1.reset()
         self.streamer.clear()
         self._last_command = None
         self._control_period = 1.0 / p("control_rate_hz")
         self._active = True
+        nice = p("inference_niceness")
         if self.role in ("both", "system2"):
-            self._loops.append(_Loop("system2", 1.0 / p("latent_rate_hz"), self._system2_step, self._report))
+            self._loops.append(_Loop("system2", 1.0 / p("latent_rate_hz"), self._system2_step, self._report, nice))
         if self.role in ("both", "system1"):
-            self._loops.append(_Loop("system1", 1.0 / p("chunk_rate_hz"), self._system1_step, self._report))
+            self._loops.append(_Loop("system1", 1.0 / p("chunk_rate_hz"), self._system1_step, self._report, nice))
             self._loops.append(_Loop("control", 1.0 / p("control_rate_hz"), self._control_step, self._report))
         for loop in self._loops:
             loop.start()
@@ -273,7 +373,9 @@ class PolicyNode(LifecycleNode):
         if q.shape != (len(names),) or not np.all(np.isfinite(q[idx])):
             self.get_logger().warning("/joint_states: malformed or non-finite positions", throttle_duration_sec=5.0)
             return
-        self._q, self._q_time = q[idx], time.monotonic()
+        v = np.asarray(msg.velocity, dtype=np.float64)
+        qd = v[idx] if v.shape == (len(names),) and np.all(np.isfinite(v[idx])) else None
+        self._q, self._qd, self._q_time = q[idx], qd, time.monotonic()
 
     def _on_image(self, camera: str, msg: Image) -> None:
         self._images[camera] = msg  # decoded by System 2, not in the executor
@@ -283,6 +385,31 @@ class PolicyNode(LifecycleNode):
         if msg.data != self._instruction:
             self.get_logger().info(f"instruction: {msg.data!r}")
         self._instruction = msg.data
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            event = json.loads(msg.data)
+            kind = event["event"]
+        except (ValueError, KeyError, TypeError) as exc:
+            self.get_logger().warning(f"/vla_mpc/episode: bad message {msg.data[:200]!r}: {exc}", throttle_duration_sec=5.0)
+            return
+        if kind != "start":
+            return
+        seed = event.get("seed", 0)
+        seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else 0
+        with self._lock:
+            self._episode_gen += 1
+            self._z = self._z_time = None
+            self._q = self._qd = self._q_time = None
+            self._images, self._image_time = {}, None
+            self._last_command = None
+        if self.system2 is not None:
+            self.system2.reset()
+        if self.system1 is not None:
+            self.system1 = self._s1_factory(seed)
+            self.system1.reset()
+        self.streamer.clear()
+        self.get_logger().info(f"episode {event.get('episode')} start (seed {seed}): backends and chunk streamer reset")
 
     def _on_objects(self, msg: MarkerArray) -> None:
         try:
@@ -317,9 +444,18 @@ class PolicyNode(LifecycleNode):
                 images[cam] = cv.image_to_rgb(msg)
             except ValueError as exc:
                 self.get_logger().warning(f"camera {cam}: {exc}", throttle_duration_sec=5.0)
+        if self._backend == "learned" and not self._instruction.strip():
+            # No task (e.g. "" between episodes, contract G): publish no latent, System 1 holds.
+            self._status2 = "no instruction: no latent, System 1 holds"
+            with self._lock:
+                self._z = self._z_time = None
+            return
+        gen = self._episode_gen
         z = np.asarray(self.system2.infer(images, self._instruction, dict(self._objects)), dtype=np.float32)
         self._status2 = getattr(self.system2, "status", "ok")
         with self._lock:
+            if gen != self._episode_gen:
+                return  # an episode started while this latent was computed from the old one
             self._z, self._z_time = z, time.monotonic()
         self.latent_pub.publish(cv.float32_tensor_msg(z, LATENT_LABELS))
 
@@ -333,17 +469,29 @@ class PolicyNode(LifecycleNode):
         if self._inputs_hold_reason(now) is not None:
             return
         with self._lock:
-            z = self._z
-        q = self._q
+            z, q, qd, gen = self._z, self._q, self._qd, self._episode_gen
+        if z is None or q is None:
+            return
+        system1 = self.system1
         # The chunk starts where the executing trajectory will be once inference is done.
+        dt = self.streamer.config.dt
         t_start = now + max(self._infer_latency * 1.5, 2.0 * self._control_period)
-        prefix = None if self.streamer.empty else self.streamer.committed(t_start, 2)
+        prefix = None
+        if not self.streamer.empty and not self.streamer.holding:
+            # Real-time chunking: the executing trajectory over the new chunk's overlap (>= 2 steps).
+            overlap = int(np.clip(math.floor((self.streamer.end_time() - t_start) / dt) + 1, 2, system1.chunk_size))
+            prefix = self.streamer.committed(t_start, overlap)
+        elif not self.streamer.empty:
+            prefix = self.streamer.committed(t_start, 2)  # holding: start from the held target
         t0 = time.monotonic()
-        chunk = self.system1.infer(z, q, prefix)
+        chunk = system1.infer(z, q, prefix, qd)
         done = time.monotonic()
         self._infer_latency = 0.8 * self._infer_latency + 0.2 * (done - t0)
+        with self._lock:
+            if gen != self._episode_gen:
+                return  # stale: computed from the previous episode's inputs
         self.streamer.submit(chunk, max(t_start, done) if prefix is None else t_start, t_now=done)
-        self._status1 = getattr(self.system1, "status", "ok")
+        self._status1 = getattr(system1, "status", "ok")
         stamp_ros = self.get_clock().now().nanoseconds * 1e-9 + (t_start - done)
         times = self.streamer.config.dt * np.arange(chunk.shape[0])
         self.chunk_pub.publish(cv.trajectory_msg(self.names, chunk, times, stamp=max(0.0, stamp_ros)))

@@ -5,7 +5,9 @@ A thin shell around :class:`vla_mpc.core.safety.SafetyFilter` (all rules live th
 Subscribes:
   ``/vla_mpc/joint_command`` (sensor_msgs/JointState, positions by name; COMMAND_QOS),
   ``/joint_states`` (sensor_msgs/JointState; STATE_SUB_QOS),
-  ``/vla_mpc/safety/estop`` (std_msgs/Bool, latched; ``true`` latches the e-stop).
+  ``/vla_mpc/safety/estop`` (std_msgs/Bool, latched; ``true`` latches the e-stop),
+  ``/vla_mpc/episode`` (std_msgs/String JSON, latched; ``"event": "start"`` resets the episode cost
+  and arms the re-sync to the simulator's reset position, see ``SafetyFilter.begin_episode``).
 Publishes:
   ``/forward_position_controller/commands`` (std_msgs/Float64MultiArray over ``spec.joint_names``)
   or ``/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory, one point
@@ -15,11 +17,19 @@ Publishes:
   ``/vla_mpc/safety/interventions`` (diagnostic_msgs/DiagnosticStatus per joint and reason, keys
   ``joint``, ``reason``, ``action``, ``kind``; repeats of the same intervention at most once per
   ``intervention_min_interval_s``, all of them counted);
-  ``/diagnostics`` (DiagnosticArray at 1 Hz: state and intervention counts by kind).
+  ``/vla_mpc/safety/cost`` (std_msgs/Float64MultiArray ``[step_cost, episode_cost]``, one per
+  output command; STREAM_QOS);
+  ``/diagnostics`` (DiagnosticArray at 1 Hz: state, episode cost and intervention counts by kind).
 Services: ``~/reset`` and ``~/estop`` (std_srvs/Trigger).
 
 Starts in HOLDING; holds the first measured position once joint states arrive and forwards
-commands after that. Times for timeouts come from the node clock (``use_sim_time`` works).
+commands after that. Times for timeouts and the command rate come from the node clock
+(``use_sim_time`` works). Commands faster than ``rate_hz`` are thinned (``rate_window``; newest
+wins) and released by a one-shot timer when due; Cartesian constraints (``cartesian_constraints``)
+and the cost budget (``cost_budget``, ``cost_reaction``) come from the robot config's ``safety:``
+block; a measured jump beyond ``resync_tolerance`` (or, right after an episode start, a measured
+teleport) re-syncs to the measured position. ``/diagnostics`` also reports the command
+callback's wall time (``command_callback_us_p50`` / ``_p99`` over the last 1000 commands).
 """
 
 from __future__ import annotations
@@ -27,11 +37,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
@@ -40,7 +51,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_mpc.core.robot_model import load_robot_spec
 from vla_mpc.core.safety import COMMAND_KEY, SafetyAction, SafetyFilter, SafetyLimits, SafetyState, Verdict
+from vla_mpc.core.safety_cartesian import CartesianConstraints
+from vla_mpc.core.safety_cost import COST_REACTIONS, CostConfig
 from vla_mpc.ros import conversions as cv
+from vla_mpc.ros.diagnostics import diagnostic_array, diagnostic_status
 from vla_mpc.ros.params import declare
 from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, STATE_SUB_QOS, STREAM_QOS
 from vla_mpc.ros.runtime import run_node
@@ -88,9 +102,27 @@ class SafetyMonitor(Node):
                        "Largest accepted target distance from the last output [rad or m] (default: robot config).",
                        read_only=True, min_value=1e-6, max_value=10.0)
         limits = self._tightened(limits, step)
-        self.filter = SafetyFilter(limits, 1.0 / self.rate_hz, jump_action=jump_action,
+        use_cartesian = declare(self, "cartesian_constraints", True, "Enforce the robot config's safety.cartesian "
+                                "constraints (table, keep-out boxes, workspace, self-collision).", read_only=True)
+        cartesian = CartesianConstraints.from_spec(self.spec) if use_cartesian else None
+        cost = CostConfig.from_dict(self.spec.safety.get("cost"))
+        budget = declare(self, "cost_budget", -1.0 if cost.budget is None else float(cost.budget),
+                         "Safety cost per episode before cost_reaction [steps]; < 0 = none (default: robot "
+                         "config safety.cost.budget).", read_only=True, min_value=-1.0, max_value=1e9)
+        reaction = declare(self, "cost_reaction", cost.reaction,
+                           f"Reaction past the cost budget: {'|'.join(COST_REACTIONS)}.", read_only=True)
+        cost = CostConfig(budget=None if budget < 0 else budget, reaction=reaction, slow_factor=cost.slow_factor,
+                          kinds=cost.kinds)
+        resync = declare(self, "resync_tolerance", float(self.spec.safety.get("resync_tolerance", 0.5)),
+                         "Measured position this far from the last output re-syncs the filter to it [rad] "
+                         "(default: robot config).", read_only=True, min_value=1e-4, max_value=10.0)
+        window = declare(self, "rate_window", 10, "Command rate window [periods]: at most rate_window + 1 commands "
+                         "are released in any rate_window periods; faster ones are deferred (newest wins).",
+                         read_only=True, min_value=1, max_value=1000)
+        self.filter = SafetyFilter(limits, 1.0 / self.rate_hz, rate_window=int(window), jump_action=jump_action,
                                    command_timeout_s=cmd_timeout, joint_state_timeout_s=js_timeout,
-                                   brake_fraction=brake_fraction)
+                                   brake_fraction=brake_fraction, cartesian=cartesian, cost=cost,
+                                   resync_tolerance=resync)
         self.intervention_min_interval_s = declare(
             self, "intervention_min_interval_s", 1.0, "Repeats of one intervention are published and logged at most "
             "this often [s] (all are counted).", min_value=0.0, max_value=3600.0)
@@ -111,6 +143,8 @@ class SafetyMonitor(Node):
         self._state_pub = self.create_publisher(String, "/vla_mpc/safety/state", LATCHED_QOS)
         self._intervention_pub = self.create_publisher(DiagnosticStatus, "/vla_mpc/safety/interventions", STREAM_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", STREAM_QOS)
+        self._cost_pub = self.create_publisher(Float64MultiArray, "/vla_mpc/safety/cost", STREAM_QOS)
+        self.create_subscription(String, "/vla_mpc/episode", self._on_episode, LATCHED_QOS)
         self.create_subscription(JointState, "/vla_mpc/joint_command", self._on_command, COMMAND_QOS)
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_SUB_QOS)
         self.create_subscription(Bool, "/vla_mpc/safety/estop", self._on_estop_msg, LATCHED_QOS)
@@ -125,6 +159,9 @@ class SafetyMonitor(Node):
         self._last_signature_t = -math.inf
         self.commands_received = 0
         self.commands_forwarded = 0
+        self.commands_deferred = 0
+        self._release_timer = None
+        self._callback_s: deque[float] = deque(maxlen=1000)  # command callback wall times [s]
         self._publish_state()
         self.get_logger().info(
             f"safety_monitor: robot {self.spec.name}, {len(self.names)} joints, {self.rate_hz:g} Hz, "
@@ -169,11 +206,16 @@ class SafetyMonitor(Node):
             return
         self._measured = q
         first = not self.filter.seeded
-        self.filter.observe_joint_state(q, self._now())
+        now = self._now()
+        verdict = self.filter.observe_joint_state(q, now)
         if first:
             self.get_logger().info("joint states received: holding the measured position")
+        if verdict is not None:
+            self.get_logger().info(verdict.summary)
+            self._after(verdict, now)
 
     def _on_command(self, msg: JointState) -> None:
+        t0 = time.perf_counter()
         now = self._now()
         self.commands_received += 1
         stamp = cv.stamp_to_sec(msg.header.stamp)
@@ -184,7 +226,21 @@ class SafetyMonitor(Node):
             self._send(cmd)
             if verdict.action in (SafetyAction.PASS, SafetyAction.CLAMPED):
                 self.commands_forwarded += 1
+        elif verdict.action is SafetyAction.DEFERRED:
+            self.commands_deferred += 1
+            if self._release_timer is None:  # release it when due, not at the next periodic tick
+                delay = self.filter.release_delay_s(now)
+                if delay is not None:
+                    self._release_timer = self.create_timer(max(delay, 1e-4), self._on_release)
         self._after(verdict, now)
+        self._callback_s.append(time.perf_counter() - t0)
+
+    def _on_release(self) -> None:
+        """One-shot: release the newest deferred command (commands faster than rate_hz)."""
+        if self._release_timer is not None:
+            self.destroy_timer(self._release_timer)
+            self._release_timer = None
+        self._on_timer()
 
     def _on_timer(self) -> None:
         now = self._now()
@@ -195,7 +251,27 @@ class SafetyMonitor(Node):
         cmd, verdict = result
         if cmd is not None:
             self._send(cmd)
+            if verdict.action in (SafetyAction.PASS, SafetyAction.CLAMPED):
+                self.commands_forwarded += 1  # a deferred command released by the timer
         self._after(verdict, now)
+
+    def _on_episode(self, msg: String) -> None:
+        try:
+            event = json.loads(msg.data)
+        except ValueError as exc:
+            self.get_logger().warn(f"/vla_mpc/episode ignored: not JSON ({exc})")
+            return
+        if not isinstance(event, dict) or event.get("event") != "start":
+            return
+        robot = event.get("robot")
+        if robot is not None and robot != self.spec.name:
+            self.get_logger().error(f"/vla_mpc/episode for robot {robot!r} ignored (this is {self.spec.name!r})")
+            return
+        was = self.filter.episode_cost
+        self.filter.begin_episode(self._now())
+        self.get_logger().info(f"episode {event.get('episode')} starts: cost reset (was {was:g}); "
+                               "re-sync armed for the reset jump")
+        self._publish_state()
 
     def _on_estop_msg(self, msg: Bool) -> None:
         if msg.data:
@@ -231,6 +307,7 @@ class SafetyMonitor(Node):
             self._out_pub.publish(cv.float64_array_msg(cmd))
         else:
             self._out_pub.publish(cv.trajectory_msg(self.names, cmd[None, :], [1.0 / self.rate_hz]))
+        self._cost_pub.publish(cv.float64_array_msg((self.filter.step_cost, self.filter.episode_cost)))
 
     def _after(self, verdict: Verdict | None, now: float) -> None:
         if verdict is not None and verdict.intervention:
@@ -254,10 +331,10 @@ class SafetyMonitor(Node):
         kinds = list(verdict.kinds)
         kind = ",".join(kinds)
         for joint, reason in verdict.reasons.items():
-            self._intervention_pub.publish(DiagnosticStatus(
-                level=level, name="safety_monitor", message=verdict.summary[:200], hardware_id=self.spec.name,
-                values=[KeyValue(key="joint", value=joint), KeyValue(key="reason", value=reason),
-                        KeyValue(key="action", value=verdict.action.value), KeyValue(key="kind", value=kind)]))
+            self._intervention_pub.publish(diagnostic_status(
+                "safety_monitor", level, verdict.summary[:200],
+                {"joint": joint, "reason": reason, "action": verdict.action.value, "kind": kind},
+                hardware_id=self.spec.name))
         if verdict.action is not SafetyAction.CLAMPED:
             self.get_logger().warn(verdict.summary, throttle_duration_sec=1.0)
         if self._log_file is not None:
@@ -267,18 +344,26 @@ class SafetyMonitor(Node):
             self._log_file.write(json.dumps(record) + "\n")
 
     def _publish_diagnostics(self) -> None:
-        state = self.filter.state
-        values = [KeyValue(key="state", value=state.value),
-                  KeyValue(key="commands_received", value=str(self.commands_received)),
-                  KeyValue(key="commands_forwarded", value=str(self.commands_forwarded)),
-                  KeyValue(key="interventions_total", value=str(sum(self.filter.counts.values())))]
-        values += [KeyValue(key=f"interventions.{k}", value=str(v)) for k, v in sorted(self.filter.counts.items())]
-        status = DiagnosticStatus(level=_LEVEL[state], name="vla_mpc/safety_monitor", hardware_id=self.spec.name,
-                                  message=state.value, values=values)
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self._diag_pub.publish(arr)
+        f = self.filter
+        state = f.state
+        values: dict[str, object] = {
+            "state": state.value,
+            "commands_received": self.commands_received,
+            "commands_forwarded": self.commands_forwarded,
+            "commands_deferred": self.commands_deferred,
+            "episode_cost": f.episode_cost,
+            "interventions_total": sum(f.counts.values()),
+        }
+        if f.cartesian is not None:
+            values["cartesian_fk_calls"] = f.cartesian.fk_calls
+        if self._callback_s:
+            cb = np.asarray(self._callback_s) * 1e6
+            values["command_callback_us_p50"] = float(np.percentile(cb, 50))
+            values["command_callback_us_p99"] = float(np.percentile(cb, 99))
+        values.update({f"interventions.{k}": v for k, v in sorted(f.counts.items())})
+        status = diagnostic_status("vla_mpc/safety_monitor", _LEVEL[state], state.value, values,
+                                   hardware_id=self.spec.name)
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def close(self) -> None:
         """Close the intervention log (called by ``run_node`` at shutdown)."""

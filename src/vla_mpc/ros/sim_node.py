@@ -12,6 +12,15 @@ interpolation in sim time from the current target; a header stamp of zero starts
 Service ``/vla_mpc/sim/reset`` (std_srvs/Trigger) draws the next cube layout (seed + 1) and puts
 the robot at home; sim time keeps running.
 
+Episodes (docs/DESIGN.md, contract G): subscribes ``/vla_mpc/episode`` (std_msgs/String JSON,
+reliable + transient local). On ``{"event": "start", "episode": i, "seed": s, "kind": k, "robot": r,
+"instruction": text, ...}`` it resets to ``tasks.sample_episode(r, k, s)`` (objects renamed and
+recoloured, robot at home, sim time keeps running), judges success for ``text`` (parsed against the
+episode's objects; push from the poses right after the reset) and publishes
+``/vla_mpc/sim/episode_ready`` (std_msgs/String JSON ``{"episode": i, "seed": s}``, reliable +
+transient local, depth 1). A message for another robot, an unknown kind or a malformed message is
+logged as an error and ignored; ``"end"`` events are only logged.
+
 Timing: the timers run on the steady (wall) clock. Every joint-state tick advances physics to
 ``real_time_factor`` x the wall time elapsed; when the CPU cannot keep up (rendering, a busy
 machine) at most ``max_catchup_s`` of physics is run per tick and the wall anchor moves, so sim time
@@ -21,6 +30,7 @@ skipped. All stamps are sim time.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -29,7 +39,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
@@ -40,7 +50,7 @@ from vla_mpc.ros.params import declare
 from vla_mpc.ros.qos import CLOCK_QOS, COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_QOS, STREAM_QOS
 from vla_mpc.ros.runtime import run_node
 from vla_mpc.sim.sim_robot import SimRobot
-from vla_mpc.sim.tasks import parse_instruction
+from vla_mpc.sim.tasks import parse_instruction, sample_episode
 
 
 class SimRobotNode(Node):
@@ -80,6 +90,7 @@ class SimRobotNode(Node):
         self._traj: tuple[np.ndarray, np.ndarray] | None = None  # (times (T,), positions (T, n))
         self._n = len(self.spec.joint_names)
         self._last_success: bool | None = None
+        self._marker_names: list[str] = []
 
         self._js_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
@@ -94,6 +105,9 @@ class SimRobotNode(Node):
         self.create_subscription(JointTrajectory, "/joint_trajectory_controller/joint_trajectory",
                                  self._on_trajectory, COMMAND_QOS)
         self.create_service(Trigger, "/vla_mpc/sim/reset", self._on_reset)
+        self._ready_pub = self.create_publisher(String, "/vla_mpc/sim/episode_ready", LATCHED_QOS)
+        self.create_subscription(String, "/vla_mpc/episode", self._on_episode, LATCHED_QOS)
+        self.episode_index: int | None = None
 
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._wall_anchor = time.monotonic()
@@ -217,9 +231,18 @@ class SimRobotNode(Node):
         stamp = conv.sec_to_stamp(self.sim.time)
         objs = [conv.SceneObject(name, p, q, rgba, size, "base_link")
                 for name, (p, q, rgba, size) in self.sim.object_poses().items()]
-        self._obj_pub.publish(conv.objects_to_markers(objs, stamp))
+        markers = conv.objects_to_markers(objs, stamp)
+        names = [o.name for o in objs]
+        if names != self._marker_names:  # an episode renamed objects: clear rviz's old markers
+            markers.markers.insert(0, conv.delete_all_marker("base_link"))
+            self._marker_names = names
+        self._obj_pub.publish(markers)
         if self._task is not None:
-            ok = self.sim.task_success(self._task)
+            try:
+                ok = self.sim.task_success(self._task)
+            except (KeyError, ValueError) as exc:  # the task names an object not in this scene
+                self.get_logger().error(f"task {self._task.instruction!r}: {exc}", throttle_duration_sec=5.0)
+                return
             if ok != self._last_success:
                 self._last_success = ok
                 self._success_pub.publish(Bool(data=ok))
@@ -235,6 +258,39 @@ class SimRobotNode(Node):
         response.success = True
         response.message = f"reset with seed {self.sim.seed}"
         return response
+
+    def _on_episode(self, msg: String) -> None:
+        log = self.get_logger()
+        try:
+            event = json.loads(msg.data)
+            if not isinstance(event, dict) or event.get("event") not in ("start", "end"):
+                raise ValueError("needs 'event': 'start' | 'end'")
+            if event["event"] == "end":
+                log.info(f"episode {event.get('episode')} ended: success={event.get('success')}")
+                return
+            missing = [k for k in ("episode", "seed", "kind", "robot", "instruction") if k not in event]
+            if missing:
+                raise ValueError(f"'start' lacks {missing}")
+            index, seed = int(event["episode"]), int(event["seed"])
+            if event["robot"] != self.spec.name:
+                log.error(f"/vla_mpc/episode {index} is for robot {event['robot']!r}, this sim is "
+                          f"{self.spec.name!r}: ignored")
+                return
+            spec = sample_episode(self.spec.name, str(event["kind"]), seed)
+            instruction = str(event["instruction"])
+            task = parse_instruction(instruction, list(spec.objects))
+        except (ValueError, TypeError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
+            log.error(f"/vla_mpc/episode: {type(exc).__name__}: {exc}: ignored ({msg.data[:200]!r})")
+            return
+        with self._lock:
+            t = self.sim.time
+            self.sim.reset(seed, episode=spec)
+            self.sim.data.time = t  # /clock must not jump backwards
+        self._traj, self._task, self._last_success = None, task, None
+        self.episode_index = index
+        self._reanchor()
+        self._ready_pub.publish(String(data=json.dumps({"episode": index, "seed": seed})))
+        log.info(f"episode {index}: {spec.kind} seed {seed}, task {instruction!r}")
 
     def close(self) -> None:
         """Stop the render thread and release the renderer (called by ``run_node`` at shutdown)."""

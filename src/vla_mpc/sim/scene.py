@@ -60,6 +60,42 @@ class CubeSpec:
                              f"values (got rgba={self.rgba}, half_size={self.half_size})")
 
 
+@dataclass(frozen=True)
+class PadSpec:
+    """One flat target pad slot: a visual-only (no collision) thin box on a mocap body.
+
+    Attributes:
+        name: body name in the compiled model, e.g. ``"pad0"`` (a slot; ``SimRobot`` names pads
+            by colour at run time).
+        rgba: (4,) initial colour in [0, 1].
+        half_size: (3,) half extents [m]; the pad is drawn with its bottom on the table.
+    """
+
+    name: str
+    rgba: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 1.0)
+    half_size: tuple[float, float, float] = (0.045, 0.045, 0.001)
+
+    def __post_init__(self) -> None:
+        if len(self.rgba) != 4 or len(self.half_size) != 3 or min(self.half_size) <= 0.0:
+            raise ValueError(f"pad {self.name!r}: rgba needs 4 values and half_size 3 positive "
+                             f"values (got rgba={self.rgba}, half_size={self.half_size})")
+
+
+def pads_from_config(pads: Mapping[str, Any] | None) -> list[PadSpec]:
+    """Pad slots from the ``sim.pads`` config entry: ``{count: int (default 2), size: [3] full
+    extents m (default [0.09, 0.09, 0.002])}``.
+
+    Raises:
+        ValueError: negative count or malformed size.
+    """
+    pads = dict(pads or {})
+    count = int(pads.get("count", 2))
+    size = [float(v) for v in pads.get("size", (0.09, 0.09, 0.002))]
+    if count < 0 or len(size) != 3:
+        raise ValueError(f"sim.pads: count must be >= 0 and size 3 values, got {pads}")
+    return [PadSpec(f"pad{i}", half_size=tuple(0.5 * v for v in size)) for i in range(count)]
+
+
 @dataclass
 class SceneModel:
     """The compiled scene and the names needed to drive it.
@@ -77,6 +113,7 @@ class SceneModel:
         robot_init_qpos: robosuite's default joint positions over ``robot_joints`` [rad].
         base_body: name of the robot's root body; its frame is ``base_link``.
         cubes: the cubes placed in the scene.
+        pads: the pad slots (mocap bodies named ``PadSpec.name``, parked below the table).
         table_top_z: world height of the table surface [m].
         table_center: (3,) world position of the table-top centre [m].
         table_half_size: (3,) table half extents [m].
@@ -95,6 +132,7 @@ class SceneModel:
     table_center: np.ndarray
     table_half_size: np.ndarray
     cameras: list[str] = field(default_factory=list)
+    pads: list[PadSpec] = field(default_factory=list)
 
 
 def cubes_from_config(objects: Sequence[Mapping[str, Any]] | None) -> list[CubeSpec]:
@@ -158,6 +196,7 @@ def build_scene(
     gripper: str | Mapping[str, str] | None = "default",
     base: str = "default",
     cubes: Sequence[CubeSpec] = (),
+    pads: Sequence[PadSpec] = (),
     cameras: Mapping[str, Mapping[str, Any]] | None = None,
     table_full_size: Sequence[float] = (0.8, 0.8, 0.05),
     table_offset: Sequence[float] = (0.0, 0.0, 0.8),
@@ -172,6 +211,8 @@ def build_scene(
             for the robot's own default, or None for no gripper.
         base: robosuite base/mount name, or ``"default"``.
         cubes: cubes to add (free bodies; their poses are set by the caller after compiling).
+        pads: flat pads to add: mocap bodies with one visual-only box geom (group 1, no contacts),
+            parked 1 m below the table; the caller moves them (``data.mocap_pos``).
         cameras: ``{name: {pos: (3,), lookat: (3,), fovy: deg}}`` in ``base_link`` [m]; cameras
             are children of the robot's base body.
         table_full_size: table extents (x, y, z) [m].
@@ -246,6 +287,15 @@ def build_scene(
         })
         added.append(cname)
 
+    for pad in pads:
+        body = ET.SubElement(task.worldbody, "body", {
+            "name": pad.name, "mocap": "true",
+            "pos": f"0 0 {float(table_offset[2]) - 1.0:.6g}"})
+        ET.SubElement(body, "geom", {
+            "name": f"{pad.name}_vis", "type": "box", "group": "1", "contype": "0",
+            "conaffinity": "0", "size": " ".join(f"{v:.6g}" for v in pad.half_size),
+            "rgba": " ".join(f"{v:.6g}" for v in pad.rgba)})
+
     xml = task.get_xml()
     model = mujoco.MjModel.from_xml_string(xml)
     model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), int(max_image_size[0]))
@@ -267,7 +317,7 @@ def build_scene(
         arms=list(robot.arms), robot_init_qpos=np.asarray(robot.init_qpos, float),
         base_body=base_body_name, cubes=list(cubes),
         table_top_z=float(table_offset[2]), table_center=np.asarray(table_offset, float),
-        table_half_size=np.asarray(table_full_size, float) / 2.0, cameras=added,
+        table_half_size=np.asarray(table_full_size, float) / 2.0, cameras=added, pads=list(pads),
     )
 
 

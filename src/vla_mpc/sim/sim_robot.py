@@ -50,8 +50,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vla_mpc.sim.tasks import Task, is_success
-from vla_mpc.sim.scene import DEFAULT_CAMERAS, SceneModel, build_scene, cubes_from_config, gripper_ctrl
+from vla_mpc.sim.tasks import EpisodeSpec, Task, bind_origin, is_success
+from vla_mpc.sim.scene import (DEFAULT_CAMERAS, SceneModel, build_scene, cubes_from_config, gripper_ctrl,
+                               pads_from_config)
 
 # headless rendering (EGL, Mesa llvmpipe on CPU-only machines) unless the caller chose a backend;
 # must be set before mujoco creates a GL context
@@ -114,6 +115,7 @@ class SimRobot:
         image_size ([w, h] px), render_geom_groups ([int], default [1, 2]: robosuite's visual
         meshes; [0, 2] draws the ~10x lighter collision meshes instead, ~4x faster on llvmpipe), objects ([{colour, rgba, half_size}]),
         object_region ({x: [lo, hi], y: [lo, hi]} m in base_link), object_min_separation (m),
+        pads ({count: int, size: [3] m}: target pad slots, default 2 of 9 x 9 x 0.2 cm),
         table_full_size ([3] m), table_offset ([3] m, world),
         servo_natural_frequency (rad/s, 40), servo_damping_ratio (1.0).
 
@@ -153,6 +155,7 @@ class SimRobot:
             gripper=sim.get("robosuite_grippers", sim.get("robosuite_gripper", "default")),
             base=str(sim.get("robosuite_base", "default")),
             cubes=cubes_from_config(sim.get("objects")),
+            pads=pads_from_config(sim.get("pads")),
             cameras=cam_defs,
             table_full_size=tuple(sim.get("table_full_size", (0.8, 0.8, 0.05))),
             table_offset=tuple(sim.get("table_offset", (0.0, 0.0, 0.8))),
@@ -337,6 +340,19 @@ class SimRobot:
             self._base_off_r = np.eye(3)
         self._cube_jnt = [m.joint(f"{c.name}_joint0").id for c in self.scene.cubes]
         self._cube_body = [m.body(f"{c.name}_main").id for c in self.scene.cubes]
+        # every geom of a cube body (collision + visual) takes the episode's colour
+        self._cube_geoms = [np.flatnonzero(m.geom_bodyid == b) for b in self._cube_body]
+        self._cube_rgba0 = [m.geom_rgba[g].copy() for g in self._cube_geoms]
+        self._pad_mocap = [int(m.body_mocapid[m.body(p.name).id]) for p in self.scene.pads]
+        self._pad_geom = [m.geom(f"{p.name}_vis").id for p in self.scene.pads]
+        self._pad_size = [2.0 * np.asarray(p.half_size, float) for p in self.scene.pads]
+        # current object names and colours per slot (an episode renames them by colour)
+        self._cube_names = [c.name for c in self.scene.cubes]
+        self._cube_rgba = [np.asarray(c.rgba, float) for c in self.scene.cubes]
+        self._pad_names: list[str | None] = [None] * len(self.scene.pads)
+        self._pad_rgba = [np.asarray(p.rgba, float) for p in self.scene.pads]
+        self.episode: EpisodeSpec | None = None
+        self._start_objects: dict[str, ObjectPose] = {}
 
     def _setup_cameras(self, cameras: Sequence[str]) -> None:
         m = self.model
@@ -430,18 +446,34 @@ class SimRobot:
             mj_step(self.model, self.data)
         return n
 
-    def reset(self, seed: int | None = None) -> None:
-        """Put the robot at ``home``, the gripper open per ``home`` and draw a new cube layout.
+    def reset(self, seed: int | None = None, episode: EpisodeSpec | None = None) -> None:
+        """Put the robot at ``home`` with the gripper open per ``home``, and lay out the objects.
 
-        Cubes rest on the table at uniformly random positions in ``sim.object_region``
-        (``base_link`` x/y [m]) at least ``sim.object_min_separation`` apart, with a random yaw in
-        [-pi/4, pi/4]. The same ``seed`` gives the same layout.
+        Without ``episode``: the configured cubes (names and colours of ``sim.objects``) rest on
+        the table at uniformly random positions in ``sim.object_region`` (``base_link`` x/y [m]) at
+        least ``sim.object_min_separation`` apart, with a random yaw in [-pi/4, pi/4]; pads are
+        hidden. The same ``seed`` gives the same layout.
+
+        With ``episode`` (``tasks.sample_episode``): its cubes fill the cube slots in order and its
+        pads the pad slots; each takes the episode's name, x/y position, yaw and colour (geom rgba
+        set at run time); z is set so the object rests on this sim's table. Unused pad slots are
+        hidden (parked below the table, not in ``object_poses``). ``seed`` defaults to the
+        episode's.
+
+        The object poses right after the reset are kept (``start_object_poses``): push tasks are
+        judged against them.
 
         Raises:
             RuntimeError: the cubes do not fit the region at the required separation.
+            ValueError: the episode is for another robot, has a number of cubes other than the
+                scene's cube slots, more pads than pad slots, or a size differing from the slot's.
         """
         mj = self._mujoco
         m, d = self.model, self.data
+        if episode is not None:
+            self._check_episode(episode)
+        if seed is None and episode is not None:
+            seed = episode.seed
         if seed is not None:
             self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
@@ -460,8 +492,62 @@ class SimRobot:
         self._target = self.home.copy()
         mj.mj_forward(m, d)
         base_pos, base_rot = self.base_pose_matrix()
+        table_z = self.table_height()
+        if episode is None:
+            poses = self._random_layout(rng)
+            self._cube_names = [c.name for c in self.scene.cubes]
+            self._cube_rgba = [np.asarray(c.rgba, float) for c in self.scene.cubes]
+            pads: list[tuple[str, np.ndarray, np.ndarray]] = []
+        else:
+            cubes = [(k, v) for k, v in episode.objects.items() if v.get("type", "cube") == "cube"]
+            poses = [(np.asarray(v["position"], float)[:2], float(v.get("yaw", 0.0))) for _, v in cubes]
+            self._cube_names = [k for k, _ in cubes]
+            self._cube_rgba = [np.asarray(v["rgba"], float) for _, v in cubes]
+            pads = [(k, np.asarray(v["position"], float)[:2], np.asarray(v["rgba"], float))
+                    for k, v in episode.objects.items() if v.get("type") == "pad"]
+        for i, (c, jid) in enumerate(zip(self.scene.cubes, self._cube_jnt)):
+            xy, yaw = poses[i]
+            p_world = base_pos + base_rot @ np.array([xy[0], xy[1], table_z + c.half_size[2]])
+            adr = m.jnt_qposadr[jid]
+            d.qpos[adr: adr + 3] = p_world
+            d.qpos[adr + 3: adr + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+            m.geom_rgba[self._cube_geoms[i]] = self._cube_rgba[i] if episode is not None else self._cube_rgba0[i]
+        self._pad_names = [None] * len(self.scene.pads)
+        for k, (mocap, gid, size) in enumerate(zip(self._pad_mocap, self._pad_geom, self._pad_size)):
+            if k < len(pads):
+                name, xy, rgba = pads[k]
+                self._pad_names[k], self._pad_rgba[k] = name, rgba
+                d.mocap_pos[mocap] = base_pos + base_rot @ np.array([xy[0], xy[1], table_z + 0.5 * size[2]])
+                m.geom_rgba[gid] = rgba
+            else:
+                d.mocap_pos[mocap] = [0.0, 0.0, self.scene.table_top_z - 1.0]
+            quat = np.empty(4)
+            mj.mju_mat2Quat(quat, np.ascontiguousarray(base_rot).reshape(9))
+            d.mocap_quat[mocap] = quat
+        self.episode = episode
+        self.set_position_target(self.home)
+        mj.mj_forward(m, d)
+        self._start_objects = self.object_poses()
+
+    def _check_episode(self, episode: EpisodeSpec) -> None:
+        name = _get(self.spec, "name")
+        if episode.robot != name:
+            raise ValueError(f"episode is for robot {episode.robot!r}, this sim is {name!r}")
+        cubes = [(k, v) for k, v in episode.objects.items() if v.get("type", "cube") == "cube"]
+        pads = [(k, v) for k, v in episode.objects.items() if v.get("type") == "pad"]
+        if len(cubes) != len(self.scene.cubes) or len(pads) > len(self.scene.pads):
+            raise ValueError(f"episode has {len(cubes)} cubes and {len(pads)} pads; the scene has "
+                             f"{len(self.scene.cubes)} cube and {len(self.scene.pads)} pad slots")
+        slots = [2.0 * np.asarray(c.half_size) for c in self.scene.cubes] + self._pad_size
+        for (k, v), size in zip(cubes + pads, slots):
+            if "size" in v and not np.allclose(np.asarray(v["size"], float), size, atol=1e-6):
+                raise ValueError(f"episode object {k!r} has size {v['size']}, the scene slot "
+                                 f"{np.round(size, 4).tolist()} (sizes are fixed at scene build)")
+
+    def _random_layout(self, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
         placed: list[np.ndarray] = []
-        for c, jid in zip(self.scene.cubes, self._cube_jnt):
+        out = []
+        for _c in self.scene.cubes:
             for _ in range(2000):
                 xy = np.array([rng.uniform(*self._region[0]), rng.uniform(*self._region[1])])
                 if all(np.linalg.norm(xy - p) >= self._min_sep for p in placed):
@@ -470,14 +556,8 @@ class SimRobot:
                 raise RuntimeError(f"cannot place {len(self.scene.cubes)} cubes {self._min_sep} m apart "
                                    f"in region x={self._region[0]}, y={self._region[1]}")
             placed.append(xy)
-            yaw = rng.uniform(-math.pi / 4, math.pi / 4)
-            p_world = base_pos + base_rot @ np.array([xy[0], xy[1], 0.0])
-            p_world[2] = self.scene.table_top_z + c.half_size[2]
-            adr = m.jnt_qposadr[jid]
-            d.qpos[adr: adr + 3] = p_world
-            d.qpos[adr + 3: adr + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
-        self.set_position_target(self.home)
-        mj.mj_forward(m, d)
+            out.append((xy, rng.uniform(-math.pi / 4, math.pi / 4)))
+        return out
 
     # --------------------------------------------------------------------------------- state
 
@@ -529,18 +609,31 @@ class SimRobot:
         return float((br.T @ (np.array([0.0, 0.0, self.scene.table_top_z]) - bp))[2])
 
     def object_poses(self) -> dict[str, ObjectPose]:
-        """Cube poses in ``base_link``.
+        """Poses of the cubes and of the visible pads in ``base_link``.
 
         Returns:
             ``{name: (position (3,) [m], quaternion (x, y, z, w) (4,), rgba (4,) in [0, 1],
-            size (3,) full edge lengths [m])}``, name e.g. ``"red_cube"``.
+            size (3,) full edge lengths [m])}``, names e.g. ``"red_cube"``, ``"green_pad"`` (the
+            episode's names; without an episode the configured cube names).
         """
         out = {}
-        for c, b in zip(self.scene.cubes, self._cube_body):
+        for i, (c, b) in enumerate(zip(self.scene.cubes, self._cube_body)):
             p, r = self._to_base(self.data.xpos[b], self.data.xmat[b])
-            out[c.name] = (p, _mat_to_quat_xyzw(r), np.asarray(c.rgba, float),
-                           2.0 * np.asarray(c.half_size, float))
+            out[self._cube_names[i]] = (p, _mat_to_quat_xyzw(r), self._cube_rgba[i].copy(),
+                                        2.0 * np.asarray(c.half_size, float))
+        for k, name in enumerate(self._pad_names):
+            if name is None:
+                continue
+            mocap = self._pad_mocap[k]
+            rot = np.empty(9)
+            self._mujoco.mju_quat2Mat(rot, self.data.mocap_quat[mocap])
+            p, r = self._to_base(self.data.mocap_pos[mocap], rot.reshape(3, 3))
+            out[name] = (p, _mat_to_quat_xyzw(r), self._pad_rgba[k].copy(), self._pad_size[k].copy())
         return out
+
+    def start_object_poses(self) -> dict[str, ObjectPose]:
+        """``object_poses()`` as it was right after the last ``reset``."""
+        return {k: tuple(np.array(a) for a in v) for k, v in self._start_objects.items()}
 
     def set_object_pose(self, name: str, position: Sequence[float],
                         quat_xyzw: Sequence[float] = (0.0, 0.0, 0.0, 1.0)) -> None:
@@ -549,7 +642,7 @@ class SimRobot:
         Raises:
             KeyError: unknown object name.
         """
-        names = [c.name for c in self.scene.cubes]
+        names = list(self._cube_names)
         if name not in names:
             raise KeyError(f"unknown object {name!r}; objects: {names}")
         m, d = self.model, self.data
@@ -627,7 +720,12 @@ class SimRobot:
         return p, _mat_to_quat_xyzw(r @ np.diag([1.0, -1.0, -1.0]))
 
     def task_success(self, task: Task) -> bool:
-        """``tasks.is_success`` on the current state (objects, tool centre points, table height)."""
+        """``tasks.is_success`` on the current state (objects, tool centre points, table height).
+
+        A push task without ``origin`` is judged from the object's pose at the last ``reset``.
+        """
+        if task.kind == "push" and task.origin is None:
+            task = bind_origin(task, self._start_objects)
         return is_success(task, self.object_poses(), self.tcp_positions(), self.table_height())
 
     def close(self) -> None:

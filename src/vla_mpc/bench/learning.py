@@ -1,0 +1,149 @@
+"""Learning benchmark (issue 5 "done when"): expert SR, learned-policy SR and CC, training minutes.
+
+``python -m vla_mpc.bench learning`` prints one JSON line per row ``run()`` returns:
+
+* ``{"name": "expert", "robot": "panda", "expert_sr": {kind: SR}, "expert_sr_min": ..., "episodes": n,
+  "seed_start": 100000, "source": "vla_mpc.sim.rollout.expert_success_rates"}``: the scripted expert
+  in the sim without ROS (``vla_mpc.sim.rollout``), ``VLA_MPC_BENCH_EXPERT_EPISODES`` episodes per
+  Franka task kind (default 20; 0 skips the row) on the evaluation seeds.
+* ``{"name": "learned_policy", "sr_reach", "sr_push", "sr_pick_place", "cc", "cc_per_task",
+  "episodes_per_kind", "mode", "checkpoint", "source": <results.json read>}``: from the newest
+  ``results.json`` of a learned-policy evaluation (``python -m vla_mpc.eval --policy learned``).
+  Where it looks, in order: ``VLA_MPC_EVAL_RESULTS`` (a results.json path); else the newest
+  (modification time) ``output/eval-*/results.json`` with ``"policy": "learned"`` under the
+  current directory and the repository root. With ``VLA_MPC_BENCH_RUN_EVAL=N`` it first runs a
+  fresh N-episodes-per-kind evaluation of the policy checkpoint (below) through the ROS graph and
+  reports that. ``cc`` is the mean cumulative safety cost per episode over all kinds.
+* ``{"name": "training", "train_minutes_policy", "train_minutes_world_model", "steps_policy",
+  "steps_world_model", "source_policy", "source_world_model"}``: from ``train_summary.json``
+  (written by ``vla_mpc.training.loop``) in the checkpoint directory or its parent. Checkpoints:
+  ``VLA_MPC_POLICY_CHECKPOINT`` / ``VLA_MPC_WORLD_MODEL_CHECKPOINT``, else the shipped
+  ``checkpoints/panda/policy`` and ``checkpoints/panda/world_model`` under the share directory.
+
+A missing input gives that row with ``null`` figures and a ``note`` saying what was not found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+FRANKA_KINDS = ("reach", "push", "pick", "pick_place")
+EVAL_KINDS = ("reach", "push", "pick_place")
+ROBOT = "panda"
+
+
+def _share() -> Path:
+    from vla_mpc.paths import share_dir
+
+    return share_dir()
+
+
+def default_checkpoint(which: str) -> Path:
+    """``checkpoints/panda/<which>`` under the share directory, or the environment override."""
+    env = {"policy": "VLA_MPC_POLICY_CHECKPOINT", "world_model": "VLA_MPC_WORLD_MODEL_CHECKPOINT"}[which]
+    return Path(os.environ[env]) if os.environ.get(env) else _share() / "checkpoints" / ROBOT / which
+
+
+def find_latest_results(roots: Iterable[Path], policy: str = "learned") -> Path | None:
+    """The newest ``<root>/output/eval-*/results.json`` (by modification time) whose ``policy``
+    field equals ``policy``; None if there is none. Unreadable files are skipped."""
+    found: list[tuple[float, Path]] = []
+    for root in roots:
+        for p in Path(root).glob("output/eval-*/results.json"):
+            try:
+                if json.loads(p.read_text()).get("policy") == policy:
+                    found.append((p.stat().st_mtime, p))
+            except (OSError, ValueError):
+                continue
+    return max(found)[1] if found else None
+
+
+def learned_row(results: dict[str, Any], source: str) -> dict[str, Any]:
+    """The learned-policy row from an eval ``results.json`` dict."""
+    per = results.get("per_task", {})
+    row: dict[str, Any] = {"name": "learned_policy", "robot": results.get("robot"), "policy": results.get("policy"),
+                           "mode": results.get("mode"),
+                           "checkpoint": results.get("checkpoint"),
+                           "episodes_per_kind": results.get("episodes_per_kind"), "source": source}
+    for kind in EVAL_KINDS:
+        row[f"sr_{kind}"] = per.get(kind, {}).get("sr")
+    row["cc"] = per.get("all", {}).get("cc_mean")
+    row["cc_per_task"] = {k: v.get("cc_mean") for k, v in per.items() if k != "all"}
+    row["time_to_success_s"] = {k: v.get("time_to_success_mean") for k, v in per.items() if k != "all"}
+    row["jerk"] = per.get("all", {}).get("jerk_mean")
+    if results.get("error"):
+        row["note"] = f"evaluation stopped early: {results['error']}"
+    return row
+
+
+def train_summary(checkpoint: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """``train_summary.json`` in ``checkpoint`` or its parent (the training output directory)."""
+    for p in (checkpoint / "train_summary.json", checkpoint.parent / "train_summary.json"):
+        if p.is_file():
+            try:
+                return json.loads(p.read_text()), p
+            except ValueError:
+                continue
+    return None, None
+
+
+def training_row(policy_ckpt: Path, world_model_ckpt: Path) -> dict[str, Any]:
+    """Training minutes and steps of both checkpoints (None where no summary was found)."""
+    row: dict[str, Any] = {"name": "training"}
+    notes = []
+    for key, ckpt in (("policy", policy_ckpt), ("world_model", world_model_ckpt)):
+        summary, path = train_summary(ckpt)
+        row[f"train_minutes_{key}"] = round(float(summary["minutes"]), 2) if summary else None
+        row[f"steps_{key}"] = summary.get("steps") if summary else None
+        row[f"source_{key}"] = str(path) if path else None
+        if summary is None:
+            notes.append(f"no train_summary.json in {ckpt} or its parent")
+    if notes:
+        row["note"] = "; ".join(notes)
+    return row
+
+
+def expert_row(episodes: int) -> dict[str, Any]:
+    """The scripted expert's SR per Franka task kind (``vla_mpc.sim.rollout``, no ROS)."""
+    from vla_mpc.sim.rollout import expert_success_rates
+    from vla_mpc.sim.tasks import EVAL_SEED_OFFSET
+
+    res = expert_success_rates(ROBOT, FRANKA_KINDS, episodes, EVAL_SEED_OFFSET)
+    srs = res["expert_sr"]
+    return {"name": "expert", "robot": ROBOT, "expert_sr": srs, "expert_sr_min": min(srs.values()),
+            "episodes": episodes, "seed_start": EVAL_SEED_OFFSET, "time_to_success_s": res["time_to_success_s"],
+            "failed_seeds": res["failed_seeds"], "wall_s": res["wall_s"],
+            "source": "vla_mpc.sim.rollout.expert_success_rates"}
+
+
+def run() -> list[dict[str, Any]]:
+    """The benchmark rows (module docstring)."""
+    rows: list[dict[str, Any]] = []
+    n_expert = int(os.environ.get("VLA_MPC_BENCH_EXPERT_EPISODES", "20"))
+    if n_expert > 0:
+        rows.append(expert_row(n_expert))
+    policy_ckpt = default_checkpoint("policy")
+    n_eval = int(os.environ.get("VLA_MPC_BENCH_RUN_EVAL", "0"))
+    if n_eval > 0:
+        import time
+
+        from vla_mpc import eval as evaluation
+
+        out = Path("output") / time.strftime("eval-learned-vla-%Y%m%d-%H%M%S")
+        evaluation.run(ROBOT, EVAL_KINDS, n_eval, "learned", "vla", out, checkpoint=policy_ckpt)
+        path: Path | None = out / evaluation.RESULTS_FILE
+    elif os.environ.get("VLA_MPC_EVAL_RESULTS"):
+        path = Path(os.environ["VLA_MPC_EVAL_RESULTS"])
+    else:
+        path = find_latest_results({Path.cwd(), _share()})
+    if path is not None and path.is_file():
+        rows.append(learned_row(json.loads(path.read_text()), str(path)))
+    else:
+        rows.append({"name": "learned_policy", **{f"sr_{k}": None for k in EVAL_KINDS}, "cc": None,
+                     "note": "no learned-policy results.json found (run python -m vla_mpc.eval --policy learned "
+                             "--checkpoint ..., or set VLA_MPC_EVAL_RESULTS / VLA_MPC_BENCH_RUN_EVAL=N)"})
+    rows.append(training_row(policy_ckpt, default_checkpoint("world_model")))
+    return rows

@@ -1,0 +1,167 @@
+"""Learned System 2 / System 1 backends (the :mod:`vla_mpc.models.base` interfaces) over a
+:class:`~vla_mpc.models.policy.DualSystemPolicy` checkpoint.
+
+* :class:`LearnedSystem2`: {camera: (H, W, 3) uint8} + instruction -> ``z`` (latent_tokens,
+  latent_dim) float32. Frames go through :func:`~vla_mpc.models.vision.resize_frame` (the dataset's
+  preprocessing); the instruction through the frozen MiniLM encoder (cached per string).
+* :class:`LearnedSystem1`: ``z`` + measured positions/velocities (+ the committed prefix for
+  real-time chunking) -> (chunk_size, action_dim) float64 absolute targets.
+
+Either may be built alone (``role`` system2 / system1 of the policy node); both share one loaded
+policy when built together (:func:`load_learned_backends`). Inference holds a per-backend lock, so
+the System 2 and System 1 threads never run the same module at once. No rclpy here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vla_mpc.models.checkpoint import CheckpointError, load_policy
+from vla_mpc.models.policy import DualSystemPolicy
+from vla_mpc.models.text import TextEncoder
+from vla_mpc.models.vision import resize_frame
+
+__all__ = ["CheckpointError", "LearnedSystem2", "LearnedSystem1", "load_learned_backends"]
+
+
+class LearnedSystem2:
+    """Built-in compact VLM as a System 2 backend.
+
+    Args:
+        policy: a loaded :class:`DualSystemPolicy` (eval mode).
+        text_encoder: sentence encoder (default :class:`~vla_mpc.models.text.TextEncoder`);
+            anything with ``encode(str) -> (384,) float32``.
+    """
+
+    def __init__(self, policy: DualSystemPolicy, text_encoder: TextEncoder | None = None) -> None:
+        self.policy = policy
+        self.text_encoder = text_encoder or TextEncoder()
+        self.latent_shape = (policy.config.latent_tokens, policy.config.latent_dim)
+        self.status = "not run"
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        self.status = "not run"
+
+    def warmup(self) -> None:
+        """Load the sentence model and run one forward pass (configure time, not the first tick)."""
+        s = self.policy.config.image_size
+        self.infer({c: np.zeros((s, s, 3), np.uint8) for c in self.policy.config.cameras}, "warm up")
+        self.status = "not run"
+
+    def infer(
+        self,
+        images: Mapping[str, np.ndarray],
+        instruction: str,
+        objects: Mapping[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Latent ``z`` (latent_tokens, latent_dim) float32; ``objects`` is ignored (not privileged).
+
+        Raises:
+            ValueError: a configured camera is missing from ``images``, or a frame is not
+                (H, W, 3) uint8.
+        """
+        cams = self.policy.config.cameras
+        missing = [c for c in cams if c not in images]
+        if missing:
+            raise ValueError(f"learned System 2 needs camera(s) {missing} (has {sorted(images)})")
+        s = self.policy.config.image_size
+        frames = np.stack([resize_frame(images[c], s) for c in cams])[None]  # [1, N, S, S, 3]
+        emb = self.text_encoder.encode(instruction)[None]
+        with self._lock, torch.inference_mode():
+            z = self.policy.encode(torch.from_numpy(frames), torch.from_numpy(emb))[0]
+        self.status = "ok" if instruction.strip() else "ok (empty instruction)"
+        return z.numpy().astype(np.float32, copy=True)
+
+
+class LearnedSystem1:
+    """Flow-matching / DDIM action expert as a System 1 backend.
+
+    Args:
+        policy: a loaded :class:`DualSystemPolicy` (eval mode).
+        seed: seeds the sampling noise (reproducible chunks for the same inputs and call order).
+    """
+
+    def __init__(self, policy: DualSystemPolicy, seed: int = 0) -> None:
+        self.policy = policy
+        c = policy.config
+        self.chunk_size, self.action_dim, self.dt = c.chunk_size, c.action_dim, float(c.chunk_dt)
+        self.seed = int(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._lock = threading.Lock()
+        self.status = "not run"
+
+    def reset(self) -> None:
+        self._generator.manual_seed(self.seed)
+        self.status = "not run"
+
+    def infer(
+        self,
+        z: np.ndarray,
+        proprio: np.ndarray,
+        prefix: np.ndarray | None = None,
+        velocity: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Next chunk (chunk_size, action_dim) float64 [rad or m]; ``chunk[k]`` for ``t_start + k dt``.
+
+        Args:
+            z: (latent_tokens, latent_dim) latent.
+            proprio: (action_dim,) measured positions over ``joint_names``.
+            prefix: (P, action_dim) committed targets of the chunk's first P steps (inpainted,
+                the first ``rtc_frozen_steps`` exactly), or None.
+            velocity: (action_dim,) measured velocities, or None (zeros).
+
+        Raises:
+            ValueError: wrong shapes or non-finite inputs.
+        """
+        c = self.policy.config
+        z = np.asarray(z, dtype=np.float32)
+        if z.shape != (c.latent_tokens, c.latent_dim) or not np.all(np.isfinite(z)):
+            raise ValueError(f"z must be finite ({c.latent_tokens}, {c.latent_dim}), got {z.shape}")
+        q = np.asarray(proprio, dtype=np.float64).reshape(-1)
+        if q.shape != (self.action_dim,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"proprio must be finite ({self.action_dim},), got shape {np.shape(proprio)}")
+        v = np.zeros_like(q) if velocity is None else np.asarray(velocity, dtype=np.float64).reshape(-1)
+        if v.shape != (self.action_dim,) or not np.all(np.isfinite(v)):
+            raise ValueError(f"velocity must be finite ({self.action_dim},), got shape {np.shape(velocity)}")
+        pre = None
+        if prefix is not None:
+            pre = np.asarray(prefix, dtype=np.float64)
+            if pre.ndim != 2 or pre.shape[1] != self.action_dim or not np.all(np.isfinite(pre)):
+                raise ValueError(f"prefix must be finite (P, {self.action_dim}), got {pre.shape}")
+            pre = torch.from_numpy(pre[None, : self.chunk_size].astype(np.float32))
+        p = torch.from_numpy(np.concatenate([q, v]).astype(np.float32))[None]
+        with self._lock:
+            chunk = self.policy.sample_chunk(torch.from_numpy(z)[None], p, pre, generator=self._generator)[0]
+        out = chunk.numpy().astype(np.float64)
+        if pre is not None:  # frozen steps exactly as committed (float32 round-off aside)
+            k = min(c.rtc_frozen_steps, pre.shape[1])
+            out[:k] = np.asarray(prefix, dtype=np.float64)[:k]
+        self.status = "ok"
+        return out
+
+
+def load_learned_backends(
+    checkpoint: Path | str,
+    joint_names: tuple[str, ...] | list[str],
+    need_system2: bool = True,
+    seed: int = 0,
+) -> tuple[DualSystemPolicy, LearnedSystem2 | None, Callable[[], LearnedSystem1]]:
+    """Load a checkpoint for the robot with ``joint_names``.
+
+    Returns:
+        (policy, System 2 backend or None when ``need_system2`` is False, System 1 factory; every
+        System 1 built shares the policy's weights).
+
+    Raises:
+        CheckpointError: missing/corrupt checkpoint or joint names that do not match the robot.
+    """
+    policy = load_policy(checkpoint, expected_joint_names=tuple(joint_names))
+    s2 = LearnedSystem2(policy) if need_system2 else None
+    return policy, s2, lambda: LearnedSystem1(policy, seed)

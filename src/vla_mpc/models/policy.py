@@ -1,0 +1,339 @@
+"""The learned dual-system policy (contract E): :class:`PolicyConfig` and :class:`DualSystemPolicy`.
+
+System 2 (:class:`~vla_mpc.models.vlm.CompactVLM`, ~2 Hz) maps camera frames + the instruction's
+sentence embedding to ``z`` (latent_tokens, latent_dim); System 1
+(:class:`~vla_mpc.models.action_expert.ActionExpert`, every chunk) maps ``z`` + proprioception to a
+chunk of absolute joint position targets. Both are trained jointly through ``z`` with System 1's
+generative loss (GR00T N1 / Helix train the two end to end the same way).
+
+Normalisation (statistics travel with the checkpoint, in ``config.json``): proprioception
+``(p - mean) / std`` with the dataset's ``stats["proprio"]``; actions either
+
+* ``action_mode = "delta"`` (default): the chunk relative to the measured joint positions,
+  ``(a - q) / std_delta`` with ``stats["action_delta"]`` (:func:`delta_action_stats`; each chunk
+  then starts near zero whatever the arm's pose, which is what a chunk is: a short motion from
+  here), or
+* ``"absolute"``: ``(a - mean) / std`` with the dataset's ``stats["action"]``.
+
+No rclpy here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_mpc.models.action_expert import (
+    SAMPLERS,
+    ActionExpert,
+    cosine_alpha_bar,
+    ddim_sample,
+    ddim_timesteps,
+    diffusion_loss,
+    flow_matching_loss,
+    flow_sample,
+    rtc_weights,
+)
+from vla_mpc.models.text import TEXT_DIM
+from vla_mpc.models.vision import images_to_tensor, random_shift
+from vla_mpc.models.vlm import CompactVLM
+
+__all__ = ["ACTION_MODES", "PolicyConfig", "DualSystemPolicy", "delta_action_stats", "validate_stats"]
+
+ACTION_MODES = ("delta", "absolute")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Shapes and hyper-parameters of a :class:`DualSystemPolicy` (saved in ``config.json``).
+
+    Attributes:
+        robot: robot name (``config/<robot>.yaml``).
+        joint_names: the action / proprio order (``RobotSpec.joint_names``); action_dim = its length.
+        cameras: camera names, in the order of the images' camera axis.
+        image_size: frame side S [px] after :func:`~vla_mpc.models.vision.resize_frame`, multiple of 16.
+        vision_width: first-layer CNN channels (multiple of 8).
+        d_model / vlm_layers / vlm_heads: System 2 transformer width, depth, heads.
+        latent_tokens / latent_dim: shape of ``z``.
+        chunk_size: H, steps per chunk; chunk_dt: time between them [s].
+        expert_width / expert_blocks / cond_dim: System 1 denoiser size.
+        sampler: ``"flow"`` (conditional flow matching, Euler) or ``"ddim"`` (DDPM-trained, DDIM-sampled).
+        num_inference_steps: denoising steps per chunk.
+        diffusion_train_steps: DDPM timesteps T (``ddim`` only).
+        action_mode: ``"delta"`` or ``"absolute"`` (module docstring).
+        rtc_frozen_steps: real-time chunking: committed steps that must match exactly.
+        augment_shift: DrQ random-shift range during training [px] (0 = off).
+    """
+
+    robot: str
+    joint_names: tuple[str, ...]
+    cameras: tuple[str, ...] = ("front",)
+    image_size: int = 96
+    vision_width: int = 32
+    d_model: int = 128
+    vlm_layers: int = 2
+    vlm_heads: int = 4
+    latent_tokens: int = 8
+    latent_dim: int = 64
+    chunk_size: int = 16
+    chunk_dt: float = 0.05
+    expert_width: int = 256
+    expert_blocks: int = 2
+    cond_dim: int = 256
+    sampler: str = "flow"
+    num_inference_steps: int = 10
+    diffusion_train_steps: int = 100
+    action_mode: str = "delta"
+    rtc_frozen_steps: int = 2
+    augment_shift: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "joint_names", tuple(str(j) for j in self.joint_names))
+        object.__setattr__(self, "cameras", tuple(str(c) for c in self.cameras))
+        if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
+            raise ValueError(f"joint_names must be non-empty and unique, got {list(self.joint_names)}")
+        if not self.cameras:
+            raise ValueError("cameras must name at least one camera")
+        ints = {"image_size": 16, "vision_width": 8, "d_model": 8, "vlm_layers": 1, "vlm_heads": 1,
+                "latent_tokens": 1, "latent_dim": 1, "chunk_size": 2, "expert_width": 8, "expert_blocks": 1,
+                "cond_dim": 8, "num_inference_steps": 1, "diffusion_train_steps": 2}
+        for name, low in ints.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"PolicyConfig.{name} must be an int >= {low}, got {v!r}")
+        if self.image_size % 16:
+            raise ValueError(f"PolicyConfig.image_size must be a multiple of 16, got {self.image_size}")
+        if self.vision_width % 8:
+            raise ValueError(f"PolicyConfig.vision_width must be a multiple of 8, got {self.vision_width}")
+        if self.d_model % self.vlm_heads:
+            raise ValueError(f"PolicyConfig.vlm_heads ({self.vlm_heads}) must divide d_model ({self.d_model})")
+        if not (isinstance(self.chunk_dt, (int, float)) and math.isfinite(self.chunk_dt) and self.chunk_dt > 0):
+            raise ValueError(f"PolicyConfig.chunk_dt must be a finite number > 0 s, got {self.chunk_dt!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"PolicyConfig.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.sampler == "ddim" and self.num_inference_steps > self.diffusion_train_steps:
+            raise ValueError(f"PolicyConfig.num_inference_steps ({self.num_inference_steps}) must be <= "
+                             f"diffusion_train_steps ({self.diffusion_train_steps}) for ddim")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"PolicyConfig.action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        for name in ("rtc_frozen_steps", "augment_shift"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"PolicyConfig.{name} must be an int >= 0, got {v!r}")
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.joint_names)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["joint_names"], d["cameras"] = list(self.joint_names), list(self.cameras)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PolicyConfig":
+        """Build from a dict; raises ValueError naming unknown or missing keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown PolicyConfig key(s) {unknown}")
+        missing = sorted(k for k in ("robot", "joint_names") if k not in d)
+        if missing:
+            raise ValueError(f"PolicyConfig lacks required key(s) {missing}")
+        return cls(**d)
+
+
+def delta_action_stats(proprio: np.ndarray, actions: np.ndarray, max_rows: int = 200_000) -> dict:
+    """Statistics of chunks relative to the measured positions, ``actions - proprio[:, None, :A]``.
+
+    Args:
+        proprio: (N, 2A) positions then velocities; actions: (N, H, A) absolute targets.
+        max_rows: evenly strided subset size (bounds the cost on big datasets).
+
+    Returns:
+        ``{"mean": [A], "std": [A] (floored at 1e-3, as the dataset's stats), "min": [A], "max": [A]}``.
+    """
+    n = actions.shape[0]
+    idx = np.arange(0, n, max(1, n // max_rows))
+    a = np.asarray(actions[idx], dtype=np.float64)
+    q = np.asarray(proprio[idx], dtype=np.float64)[:, None, : a.shape[2]]
+    d = (a - q).reshape(-1, a.shape[2])
+    return {"mean": d.mean(0).tolist(), "std": np.maximum(d.std(0), 1e-3).tolist(),
+            "min": d.min(0).tolist(), "max": d.max(0).tolist()}
+
+
+def validate_stats(stats: dict, config: PolicyConfig) -> None:
+    """Check the normalisation statistics against the config.
+
+    Raises:
+        ValueError: a missing group/field, a wrong length or a non-finite / non-positive std,
+            naming the key.
+    """
+    a = config.action_dim
+    groups = {"proprio": 2 * a, ("action_delta" if config.action_mode == "delta" else "action"): a}
+    for group, n in groups.items():
+        if not isinstance(stats, dict) or group not in stats:
+            raise ValueError(f"stats lack {group!r} (action_mode {config.action_mode!r} needs it)")
+        for key in ("mean", "std"):
+            v = np.asarray(stats[group].get(key, []), dtype=np.float64)
+            if v.shape != (n,):
+                raise ValueError(f"stats[{group!r}][{key!r}] must have {n} values, got shape {v.shape}")
+            if not np.all(np.isfinite(v)) or (key == "std" and np.any(v <= 0)):
+                raise ValueError(f"stats[{group!r}][{key!r}] must be finite (std > 0)")
+
+
+class DualSystemPolicy(nn.Module):
+    """System 2 + System 1 with their normalisation.
+
+    Args:
+        config: :class:`PolicyConfig`.
+        stats: dataset statistics (contract B ``meta["stats"]``, plus ``"action_delta"`` from
+            :func:`delta_action_stats` for ``action_mode = "delta"``).
+
+    Raises:
+        ValueError: bad stats (:func:`validate_stats`).
+    """
+
+    def __init__(self, config: PolicyConfig, stats: dict) -> None:
+        super().__init__()
+        validate_stats(stats, config)
+        self.config = config
+        self.stats = {k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in stats.items()}
+        c = config
+        a = c.action_dim
+        self.system2 = CompactVLM(len(c.cameras), c.image_size, c.vision_width, c.d_model, c.vlm_layers,
+                                  c.vlm_heads, c.latent_tokens, c.latent_dim)
+        self.system1 = ActionExpert(c.latent_tokens, c.latent_dim, 2 * a, c.chunk_size, a,
+                                    c.expert_width, c.expert_blocks, c.cond_dim)
+        group = "action_delta" if c.action_mode == "delta" else "action"
+        t = lambda g, k: torch.tensor(stats[g][k], dtype=torch.float32)  # noqa: E731
+        self.register_buffer("proprio_mean", t("proprio", "mean"), persistent=False)
+        self.register_buffer("proprio_std", t("proprio", "std"), persistent=False)
+        self.register_buffer("action_mean", t(group, "mean"), persistent=False)
+        self.register_buffer("action_std", t(group, "std"), persistent=False)
+        self.register_buffer("alpha_bar", cosine_alpha_bar(c.diffusion_train_steps).float(), persistent=False)
+        self._schedule_cache: dict[tuple, torch.Tensor] = {}
+
+    # ---------------------------------------------------------------------------- normalisation
+    def normalize_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
+        """(B, 2A) raw [rad, m, rad/s, m/s] -> normalised."""
+        return (proprio - self.proprio_mean) / self.proprio_std
+
+    def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """(B, H, A) absolute targets -> normalised (delta or absolute mode)."""
+        base = proprio[:, None, : self.config.action_dim] if self.config.action_mode == "delta" else 0.0
+        return (actions - base - self.action_mean) / self.action_std
+
+    def denormalize_actions(self, x: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize_actions`."""
+        base = proprio[:, None, : self.config.action_dim] if self.config.action_mode == "delta" else 0.0
+        return x * self.action_std + self.action_mean + base
+
+    # --------------------------------------------------------------------------------- System 2
+    def encode(self, images: torch.Tensor, text_emb: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """System 2: images uint8 (B, S, S, 3) or (B, N_cam, S, S, 3) + text_emb (B, 384) -> z (B, Tz, Dz)."""
+        if images.dim() == 4:
+            images = images.unsqueeze(1)
+        s = self.config.image_size
+        if images.dim() != 5 or tuple(images.shape[2:]) != (s, s, 3):
+            raise ValueError(f"images must be (B, [N_cam,] {s}, {s}, 3) uint8 (resize_frame to image_size {s}), "
+                             f"got {tuple(images.shape)}")
+        x = images_to_tensor(images)  # [B, N, 3, S, S]
+        if augment and self.config.augment_shift > 0:
+            x = random_shift(x.flatten(0, 1), self.config.augment_shift).view_as(x)
+        if text_emb.shape[-1] != TEXT_DIM:
+            raise ValueError(f"text_emb must be (B, {TEXT_DIM}), got {tuple(text_emb.shape)}")
+        return self.system2(x, text_emb.float())
+
+    # --------------------------------------------------------------------------------- training
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Joint System 2 + System 1 loss (contract E).
+
+        Args:
+            batch: ``images`` uint8 (B, S, S, 3) or (B, N_cam, S, S, 3); ``text_emb`` float32
+                (B, 384); ``proprio`` float32 (B, 2A) raw; ``actions`` float32 (B, H, A) raw
+                absolute targets [rad, m].
+
+        Returns:
+            (scalar loss, {"loss": ..., "z_rms": ...}). Flow: MSE of the velocity ``a - eps``;
+            ddim: MSE of the v-prediction; both in normalised action units.
+        """
+        proprio = batch["proprio"].float()
+        actions = batch["actions"].float()
+        z = self.encode(batch["images"], batch["text_emb"], augment=self.training)
+        p = self.normalize_proprio(proprio)
+        a = self.normalize_actions(actions, proprio)
+        if self.config.sampler == "flow":
+            loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z, p), a)
+        else:
+            loss = diffusion_loss(lambda xt, t: self.system1(xt, t, z, p), a, self.alpha_bar)
+        return loss, {"loss": float(loss.detach()), "z_rms": float(z.detach().pow(2).mean().sqrt())}
+
+    # -------------------------------------------------------------------------------- inference
+    def _time_terms(self) -> torch.Tensor:
+        """The schedule's time terms (num_inference_steps, width), cached (eval mode only)."""
+        c = self.config
+        key = (c.sampler, c.num_inference_steps)
+        cached = self._schedule_cache.get(key)
+        if cached is not None and not self.training:
+            return cached
+        if c.sampler == "flow":
+            times = torch.arange(c.num_inference_steps, dtype=torch.float32) / c.num_inference_steps
+        else:
+            times = torch.tensor(ddim_timesteps(c.diffusion_train_steps, c.num_inference_steps),
+                                 dtype=torch.float32) / c.diffusion_train_steps
+        terms = self.system1.time_terms(times).detach()
+        if not self.training:
+            self._schedule_cache[key] = terms
+        return terms
+
+    def train(self, mode: bool = True) -> "DualSystemPolicy":
+        self._schedule_cache.clear()
+        return super().train(mode)
+
+    @torch.inference_mode()
+    def sample_chunk(self, z: torch.Tensor, proprio: torch.Tensor, prefix: torch.Tensor | None = None,
+                     noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """System 1: a chunk of absolute joint targets.
+
+        Args:
+            z: (B, Tz, Dz) float32 latent.
+            proprio: (B, 2A) raw positions then velocities.
+            prefix: (B, P, A) raw committed targets for the chunk's first P steps (real-time
+                chunking), or None.
+            noise: (B, H, A) starting noise, or None (drawn with ``generator``).
+
+        Returns:
+            (B, H, A) float32 absolute targets [rad, m].
+        """
+        c = self.config
+        b = z.shape[0]
+        p = self.normalize_proprio(proprio.float())
+        c_in, film = self.system1.prepare(self.system1.condition(z.float(), p))
+        base = c_in.unsqueeze(0) + self._time_terms().unsqueeze(1)  # [K, B, W]: cached per chunk
+        if noise is None:
+            noise = torch.randn((b, c.chunk_size, c.action_dim), generator=generator)
+        target = weights = None
+        if prefix is not None and prefix.shape[1] > 0:
+            prefix = prefix[:, : c.chunk_size].float()
+            target = self.normalize_actions(prefix, proprio.float())
+            weights = rtc_weights(c.chunk_size, prefix.shape[1], c.rtc_frozen_steps)
+        step = self.system1.step
+        if c.sampler == "flow":
+            x = flow_sample(lambda x, k, t: step(x, base[k], film), noise, c.num_inference_steps,
+                            target, weights)
+        else:
+            x = ddim_sample(lambda x, i, k: step(x, base[i], film), noise, self.alpha_bar,
+                            ddim_timesteps(c.diffusion_train_steps, c.num_inference_steps), target, weights,
+                            clip=5.0)
+        return self.denormalize_actions(x, proprio.float())
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: ``system2``, ``system1``, ``total``."""
+        s2 = sum(p.numel() for p in self.system2.parameters())
+        s1 = sum(p.numel() for p in self.system1.parameters())
+        return {"system2": s2, "system1": s1, "total": s2 + s1}

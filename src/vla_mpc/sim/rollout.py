@@ -1,0 +1,295 @@
+"""ROS-free closed loop of the scripted expert in the sim: success rates and goal images.
+
+The loop is the policy node's, in simulated time and without threads: System 2 (the privileged
+:class:`~vla_mpc.models.scripted.ScriptedSystem2`) every ``1 / latent_rate_hz``, System 1 every
+``1 / chunk_rate_hz`` on the measured joint positions and the committed prefix, a
+:class:`~vla_mpc.core.chunking.ChunkStreamer` sampled at ``control_rate_hz`` into
+``SimRobot.set_position_target``, physics stepped in between. Inference takes zero sim time (the
+chunk starts one control period ahead). The task predicate is checked at ``success_rate_hz``
+(the sim node's object-pose rate); the camera renders only when frames are asked for.
+
+``python -m vla_mpc.sim.rollout --robot panda --kind all --episodes 20`` prints one JSON line:
+``{"robot", "episodes", "seed_start", "expert_sr": {kind: SR}, "time_to_success_s": {kind: mean
+over successes}, "failed_seeds": {kind: [...]}, "wall_s"}``.
+No rclpy here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from vla_mpc.core.chunking import ChunkStreamer, ChunkStreamerConfig
+from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, EpisodeSpec, sample_episode
+
+#: Default episode time limits [s of sim time] per task kind.
+DEFAULT_TIMEOUTS_S = {"reach": 15.0, "push": 25.0, "pick": 20.0, "pick_place": 30.0}
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Loop rates and limits (defaults: ``config/params/policy.yaml`` and the sim node's).
+
+    Attributes:
+        control_rate_hz: joint targets sent to the sim [Hz], > 0.
+        chunk_rate_hz: System 1 inferences [Hz], > 0.
+        latent_rate_hz: System 2 inferences [Hz], > 0.
+        success_rate_hz: task predicate checks [Hz], > 0.
+        blend_steps: chunk cross-fade steps (ChunkStreamerConfig).
+        timeout_s: episode time limit [s]; None: ``DEFAULT_TIMEOUTS_S[kind]``.
+        stop_on_success: end at the first successful check; else run until the expert is done
+            (phase ``done``) and ``settle_s`` more, or the time limit.
+        settle_s: extra time after the expert is done [s], >= 0.
+    """
+
+    control_rate_hz: float = 100.0
+    chunk_rate_hz: float = 10.0
+    latent_rate_hz: float = 2.0
+    success_rate_hz: float = 10.0
+    blend_steps: int = 4
+    timeout_s: float | None = None
+    stop_on_success: bool = True
+    settle_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("control_rate_hz", "chunk_rate_hz", "latent_rate_hz", "success_rate_hz"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0.0):
+                raise ValueError(f"{name} must be finite and > 0 Hz, got {v!r}")
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(f"timeout_s must be > 0 s or None, got {self.timeout_s!r}")
+        if not (math.isfinite(self.settle_s) and self.settle_s >= 0.0):
+            raise ValueError(f"settle_s must be >= 0 s, got {self.settle_s!r}")
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one closed-loop episode.
+
+    Attributes:
+        robot, kind, seed, instruction: the episode.
+        success: ``stop_on_success``: the task predicate held at some check; else: it holds at the
+            end of the run.
+        time_to_success_s: sim time of the first successful check [s], or None.
+        duration_s: sim time the episode ran [s].
+        final_phase: System 1's phase at the end (e.g. ``"done"``).
+        status: System 1's last status line.
+        frames: (T, H, W, 3) uint8 RGB rendered every ``render_every_s``, or None.
+        frame_times: (T,) sim times of ``frames`` [s], or None.
+        extra: free-form additions by callers (not filled here).
+    """
+
+    robot: str
+    kind: str
+    seed: int
+    instruction: str
+    success: bool
+    time_to_success_s: float | None
+    duration_s: float
+    final_phase: str
+    status: str
+    frames: np.ndarray | None = None
+    frame_times: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_expert(robot: str, config: Any = None) -> tuple[Any, Any, Any]:
+    """``(spec, ScriptedSystem2(), ScriptedSystem1)`` for ``robot`` (System 1 ``config``:
+    a ``ScriptedSystem1Config`` or None for the defaults)."""
+    from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+    from vla_mpc.models.scripted import ScriptedSystem1, ScriptedSystem2
+
+    spec = load_robot_spec(robot)
+    return spec, ScriptedSystem2(), ScriptedSystem1(spec, RobotModel(spec), config)
+
+
+def run_episode(
+    sim: Any,
+    episode: EpisodeSpec,
+    system2: Any,
+    system1: Any,
+    config: RolloutConfig | None = None,
+    *,
+    render_every_s: float | None = None,
+    camera: str | None = None,
+) -> EpisodeResult:
+    """Reset ``sim`` to ``episode`` and run the expert closed loop until success or the limit.
+
+    Args:
+        sim: a ``SimRobot`` of ``episode.robot``.
+        episode: from ``tasks.sample_episode``.
+        system2: a System 2 backend taking privileged object positions (``ScriptedSystem2``).
+        system1: a System 1 backend (``ScriptedSystem1``); its ``chunk_size``/``dt`` set the
+            streamer.
+        config: loop settings.
+        render_every_s: render ``camera`` this often [s of sim time] into ``frames`` (the first
+            frame at t = 0, the last at the end); None: no rendering.
+        camera: camera name (default the sim's first).
+
+    Returns:
+        The :class:`EpisodeResult`.
+
+    Raises:
+        ValueError: the episode does not fit the sim (see ``SimRobot.reset``).
+    """
+    cfg = config or RolloutConfig()
+    sim.reset(episode=episode)
+    system2.reset()
+    system1.reset()
+    task = episode.task
+    n = len(sim.joint_names)
+    streamer = ChunkStreamer(ChunkStreamerConfig(action_dim=n, dt=system1.dt, blend_steps=cfg.blend_steps))
+    dt = 1.0 / cfg.control_rate_hz
+    timeout = cfg.timeout_s if cfg.timeout_s is not None else DEFAULT_TIMEOUTS_S[episode.kind]
+    every_chunk = max(1, round(cfg.control_rate_hz / cfg.chunk_rate_hz))
+    every_latent = max(1, round(cfg.control_rate_hz / cfg.latent_rate_hz))
+    every_check = max(1, round(cfg.control_rate_hz / cfg.success_rate_hz))
+    every_frame = None if render_every_s is None else max(1, round(render_every_s * cfg.control_rate_hz))
+    frames, frame_times = [], []
+    z = None
+    t_success: float | None = None
+    done_at: float | None = None
+    success = False
+    steps = int(math.ceil(timeout / dt))
+    t0 = sim.time
+    k = 0
+    for k in range(steps + 1):
+        t = sim.time - t0
+        q = sim.joint_state()[1][:n]
+        if every_frame is not None and k % every_frame == 0:
+            frames.append(sim.render(camera))
+            frame_times.append(t)
+        if k % every_check == 0 and k > 0:
+            success = sim.task_success(task)
+            if success and t_success is None:
+                t_success = t
+            if success and cfg.stop_on_success:
+                break
+            if getattr(system1, "phase", None) is not None and system1.phase.value == "done":
+                done_at = t if done_at is None else done_at
+                if not cfg.stop_on_success and t - done_at >= cfg.settle_s:
+                    break
+        if k == steps:
+            break
+        if k % every_latent == 0:
+            objects = {name: pose[0] for name, pose in sim.object_poses().items()}
+            z = system2.infer({}, episode.instruction, objects)
+        if k % every_chunk == 0 and z is not None:
+            t_start = t + dt
+            prefix = None if streamer.empty else streamer.committed(t_start, 2)
+            chunk = system1.infer(z, q, prefix)
+            streamer.submit(chunk, t_start, t_now=t)
+        target = streamer.sample(t + dt, default=q)
+        sim.set_position_target(target)
+        sim.step(dt)
+    if every_frame is not None and (not frame_times or frame_times[-1] < sim.time - t0):
+        frames.append(sim.render(camera))
+        frame_times.append(sim.time - t0)
+    if not cfg.stop_on_success:
+        success = sim.task_success(task)
+    return EpisodeResult(
+        robot=episode.robot, kind=episode.kind, seed=episode.seed, instruction=episode.instruction,
+        success=bool(success),
+        time_to_success_s=t_success, duration_s=sim.time - t0,
+        final_phase=str(getattr(getattr(system1, "phase", None), "value", "")),
+        status=str(getattr(system1, "status", "")),
+        frames=np.stack(frames) if frames else None,
+        frame_times=np.asarray(frame_times) if frame_times else None,
+    )
+
+
+def goal_image(robot: str, kind: str, seed: int, size: int = 96, *, sim: Any = None,
+               camera: str = "front") -> np.ndarray:
+    """The last frame of a successful expert demonstration of ``sample_episode(robot, kind, seed)``.
+
+    The expert runs until it is done (plus 0.5 s to settle); the ``camera`` frame at that moment,
+    rendered at ``size`` x ``size`` px, is the goal image.
+
+    Args:
+        sim: a ``SimRobot`` of ``robot`` whose image size is (size, size) and which renders
+            ``camera``, or None (one is built and closed).
+
+    Returns:
+        (size, size, 3) uint8 RGB.
+
+    Raises:
+        RuntimeError: the expert did not succeed on this seed (the message names the status).
+    """
+    from vla_mpc.sim.sim_robot import SimRobot
+
+    spec, s2, s1 = make_expert(robot)
+    own = sim is None
+    if own:
+        sim = SimRobot(spec, cameras=(camera,), image_size=(size, size))
+    try:
+        res = run_episode(sim, sample_episode(robot, kind, seed), s2, s1,
+                          RolloutConfig(stop_on_success=False))
+        if not res.success:
+            raise RuntimeError(f"expert failed {robot}/{kind} seed {seed} ({res.instruction!r}): "
+                               f"phase {res.final_phase}, {res.status}")
+        return sim.render(camera)
+    finally:
+        if own:
+            sim.close()
+
+
+def expert_success_rates(robot: str, kinds: Sequence[str], episodes: int,
+                         seed_start: int = EVAL_SEED_OFFSET,
+                         config: RolloutConfig | None = None) -> dict[str, Any]:
+    """Run the expert on seeds ``seed_start .. seed_start + episodes - 1`` of each kind.
+
+    Returns:
+        ``{"robot", "episodes", "seed_start", "expert_sr": {kind: float}, "time_to_success_s":
+        {kind: mean [s] or None}, "failed_seeds": {kind: [int]}, "wall_s": float}``.
+    """
+    from vla_mpc.sim.sim_robot import SimRobot
+
+    t_wall = time.perf_counter()
+    spec, s2, s1 = make_expert(robot)
+    sim = SimRobot(spec, cameras=("front",), image_size=(64, 64))
+    out: dict[str, Any] = {"robot": robot, "episodes": episodes, "seed_start": seed_start,
+                           "expert_sr": {}, "time_to_success_s": {}, "failed_seeds": {}}
+    try:
+        for kind in kinds:
+            results = [run_episode(sim, sample_episode(robot, kind, seed_start + i), s2, s1, config)
+                       for i in range(episodes)]
+            ok = [r for r in results if r.success]
+            out["expert_sr"][kind] = len(ok) / max(1, episodes)
+            out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
+                                              if ok else None)
+            out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
+    finally:
+        sim.close()
+    out["wall_s"] = round(time.perf_counter() - t_wall, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vla_mpc.sim.rollout``: expert success rates as one JSON line on stdout."""
+    ap = argparse.ArgumentParser(prog="python -m vla_mpc.sim.rollout", description=__doc__.split("\n")[0])
+    ap.add_argument("--robot", default="panda", help="robot name (config/<robot>.yaml)")
+    ap.add_argument("--kind", action="append", default=None,
+                    help=f"task kind, repeatable, or 'all' ({', '.join(TASK_KINDS)}); default all")
+    ap.add_argument("--episodes", type=int, default=20, help="episodes (seeds) per kind")
+    ap.add_argument("--seed-start", type=int, default=EVAL_SEED_OFFSET,
+                    help=f"first seed (default the evaluation seeds, {EVAL_SEED_OFFSET})")
+    args = ap.parse_args(argv)
+    kinds = args.kind or ["all"]
+    if "all" in kinds:
+        kinds = list(TASK_KINDS)
+    bad = [k for k in kinds if k not in TASK_KINDS]
+    if bad or args.episodes < 1:
+        ap.error(f"unknown kinds {bad}" if bad else "--episodes must be >= 1")
+    print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Train the dual-system policy: ``python -m vla_mpc.train policy --dataset D --out O [--minutes M]
+[--steps N] [--seed S] [--resume] [--sampler flow|ddim] [--batch-size B] [--lr LR]``.
+
+Batches (:func:`make_policy_batch`) pair each row's proprioception and action chunk (contract B)
+with the camera frame of a slightly *older* row of the same episode: System 2 runs at ~2 Hz, so at
+run time System 1 sees a latent computed from a frame 0-0.5 s old. Training on
+``z(frame[t - lag])`` with ``lag`` uniform in [0, ``max_latent_lag``] frames (0-0.4 s at the
+dataset's 10 Hz) matches that asynchrony (GR00T N1 / Helix run the two systems at different rates;
+here it is handled by the data, not the architecture). Instruction embeddings are computed once per
+distinct instruction with the frozen MiniLM encoder. The loop is :func:`vla_mpc.training.loop.train`
+(AdamW, warm-up + cosine, ``best`` / ``last`` checkpoints written by
+:func:`vla_mpc.models.checkpoint.save_policy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from vla_mpc.models.action_expert import SAMPLERS
+from vla_mpc.models.checkpoint import save_policy
+from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig, delta_action_stats
+
+__all__ = ["make_policy_batch", "build_policy", "parse_args", "main"]
+
+DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
+
+
+def _instruction_of_rows(dataset) -> np.ndarray:
+    """(N,) object array: each row's instruction (episode_index -> meta["episodes"][...]["instruction"])."""
+    by_index = {int(e["index"]): e["instruction"] for e in dataset.meta["episodes"]}
+    ep = np.asarray(dataset.episode_index)
+    missing = sorted(set(np.unique(ep).tolist()) - set(by_index))
+    if missing:
+        raise ValueError(f"episode_index values {missing[:5]} have no entry in meta.json 'episodes'")
+    return np.array([by_index[int(i)] for i in ep], dtype=object)
+
+
+def make_policy_batch(
+    dataset,
+    text_emb: dict[str, np.ndarray],
+    split: str,
+    rng: np.random.Generator,
+    batch_size: int,
+    *,
+    max_latent_lag: int = DEFAULT_MAX_LATENT_LAG,
+    rows: np.ndarray | None = None,
+    instructions: np.ndarray | None = None,
+) -> dict[str, torch.Tensor]:
+    """A random training batch (contract E).
+
+    Args:
+        dataset: a contract-B dataset (``training.dataset.Dataset``: ``meta``, ``frames``,
+            ``proprio``, ``actions``, ``episode_index``, ``rows(split)``).
+        text_emb: {instruction: (384,) float32}.
+        split: ``"train"`` or ``"val"``.
+        rng: numpy generator (the loop's, so batches are reproducible).
+        batch_size: B.
+        max_latent_lag: the frame is drawn ``lag ~ U{0..max_latent_lag}`` rows earlier in the same
+            episode (lag 0 at an episode's first rows).
+        rows / instructions: precomputed ``dataset.rows(split)`` and per-row instructions (speed).
+
+    Returns:
+        ``images`` uint8 (B, S, S, 3), ``text_emb`` float32 (B, 384), ``proprio`` float32 (B, 2A),
+        ``actions`` float32 (B, H, A).
+
+    Raises:
+        ValueError: an empty split or an instruction without an embedding.
+    """
+    rows = dataset.rows(split) if rows is None else rows
+    if len(rows) == 0:
+        raise ValueError(f"dataset split {split!r} has no rows")
+    instructions = _instruction_of_rows(dataset) if instructions is None else instructions
+    pick = np.sort(rng.choice(rows, size=batch_size, replace=len(rows) < batch_size))
+    lag = rng.integers(0, max_latent_lag + 1, size=batch_size)
+    ep = np.asarray(dataset.episode_index)
+    older = np.maximum(pick - lag, 0)
+    older = np.where(ep[older] == ep[pick], older, pick)  # never cross into the previous episode
+    try:
+        emb = np.stack([text_emb[instructions[r]] for r in pick]).astype(np.float32)
+    except KeyError as exc:
+        raise ValueError(f"no text embedding for instruction {exc.args[0]!r}") from exc
+    return {
+        "images": torch.from_numpy(np.ascontiguousarray(dataset.frames[older])),
+        "text_emb": torch.from_numpy(emb),
+        "proprio": torch.from_numpy(np.asarray(dataset.proprio[pick], dtype=np.float32)),
+        "actions": torch.from_numpy(np.asarray(dataset.actions[pick], dtype=np.float32)),
+    }
+
+
+def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, **overrides: Any) -> DualSystemPolicy:
+    """A fresh policy for a dataset: config from ``meta.json`` (robot, joints, camera, image size,
+    chunk size / dt) plus ``overrides``; stats = ``meta["stats"]`` + ``action_delta``."""
+    config = PolicyConfig(
+        robot=meta["robot"], joint_names=tuple(meta["joint_names"]), cameras=(meta.get("camera", "front"),),
+        image_size=int(meta["image_size"]), chunk_size=int(meta["chunk_size"]), chunk_dt=float(meta["chunk_dt"]),
+        **overrides,
+    )
+    stats = dict(meta["stats"])
+    stats["action_delta"] = delta_action_stats(proprio, actions)
+    return DualSystemPolicy(config, stats)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m vla_mpc.train policy", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", required=True, type=Path, help="dataset directory (contract B)")
+    ap.add_argument("--out", required=True, type=Path, help="output directory (best/, last/, log.jsonl)")
+    ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget [min] (default 25)")
+    ap.add_argument("--steps", type=int, default=20000, help="optimiser steps (default 20000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="flow", help="flow matching or DDPM/DDIM")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--max-latent-lag", type=int, default=DEFAULT_MAX_LATENT_LAG,
+                    help="frames the System 2 input may lag the proprio/actions (default 4 = 0.4 s at 10 Hz)")
+    return ap.parse_args(argv)
+
+
+def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m vla_mpc.train policy``; ``args`` is a parsed namespace or argv."""
+    from vla_mpc.models.text import TextEncoder
+    from vla_mpc.training.dataset import Dataset
+    from vla_mpc.training.loop import TrainConfig, train
+
+    if not isinstance(args, argparse.Namespace):
+        args = parse_args(args)
+    defaults = vars(parse_args(["--dataset", "-", "--out", "-"]))
+    opt = {k: getattr(args, k, v) for k, v in defaults.items()}
+    ds = Dataset.load(opt["dataset"])
+    torch.manual_seed(opt["seed"])
+    policy = build_policy(ds.meta, ds.proprio, ds.actions, sampler=opt["sampler"])
+    instructions = _instruction_of_rows(ds)
+    text_emb = TextEncoder().encode_many(sorted(set(instructions.tolist())))
+    rows = {s: ds.rows(s) for s in ("train", "val")}
+    if len(rows["val"]) == 0:
+        rows["val"] = rows["train"]  # tiny datasets: validate on training rows (noted in the summary)
+
+    def make_batch(split: str, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        return make_policy_batch(ds, text_emb, split, rng, batch_size, max_latent_lag=opt["max_latent_lag"],
+                                 rows=rows[split], instructions=instructions)
+
+    extra = {"dataset": str(Path(opt["dataset"]).resolve()), "episodes": len(ds.meta["episodes"]),
+             "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"]}
+    config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
+                         lr=opt["lr"], seed=opt["seed"])
+    counts = policy.num_parameters()
+    print(f"policy: {counts['total']:,} parameters (System 2 {counts['system2']:,}, System 1 {counts['system1']:,}); "
+          f"sampler {policy.config.sampler}; {len(rows['train'])} train rows", flush=True)
+    result = train(policy, make_batch, Path(opt["out"]), config,
+                   save=lambda m, p: save_policy(m, p, extra=extra), resume=bool(opt["resume"]))
+    print(json.dumps({"steps": result.steps, "minutes": round(result.minutes, 2), "train_loss": result.train_loss,
+                      "val_loss": result.val_loss, "out": str(result.out_dir)}), flush=True)
+    return 0

