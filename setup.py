@@ -15,6 +15,12 @@ def files(pattern):
     return [f for f in sorted(glob(pattern)) if Path(f).is_file()]
 
 
+def tree(folder):
+    """One data_files entry per directory under ``folder`` (checkpoints are nested directories)."""
+    dirs = sorted({str(Path(f).parent) for f in glob(f"{folder}/**/*", recursive=True) if Path(f).is_file()})
+    return [(f"share/{PACKAGE}/{d}", files(f"{d}/*")) for d in dirs]
+
+
 setup(
     name=PACKAGE,
     version=VERSION,
@@ -28,8 +34,8 @@ setup(
         (f"share/{PACKAGE}/config", files("config/*.yaml") + files("config/*.rviz")),
         (f"share/{PACKAGE}/config/params", files("config/params/*.yaml")),
         (f"share/{PACKAGE}/urdf", files("urdf/*.urdf")),
-        (f"share/{PACKAGE}/checkpoints", files("checkpoints/*")),
-    ],
+    ]
+    + tree("checkpoints"),
     install_requires=["setuptools", "numpy", "pyyaml"],
     extras_require={"test": ["pytest", "hypothesis"]},
     zip_safe=True,
@@ -46,6 +52,11 @@ setup(
             f"safety_monitor = {PACKAGE}.ros.safety_monitor:main",
             f"recorder = {PACKAGE}.ros.recorder:main",
             f"bringup = {PACKAGE}.bringup:main",
+            f"collect = {PACKAGE}.collect:main",
+            f"train = {PACKAGE}.train:main",
+            f"eval = {PACKAGE}.eval:main",
+            f"replay = {PACKAGE}.replay:main",
+            f"pictures = {PACKAGE}.pictures:main",
         ],
     },
 )

@@ -39,6 +39,7 @@ class _World:
         self.spec = load_robot_spec("panda")
         self.q = np.array(self.spec.home, dtype=float)
         self.publish_states = True
+        self.follow_commands = True  # False: the robot stays where it is (e.g. a reset robot)
         self.commands: list[tuple[float, np.ndarray]] = []
         self.latents: list[Float32MultiArray] = []
         self.chunks: list[JointTrajectory] = []
@@ -56,7 +57,8 @@ class _World:
         arr = cv.joint_state_to_arrays(msg)
         q = cv.select_joints(arr.names, arr.position, self.spec.joint_names)
         self.commands.append((time.monotonic(), q))
-        self.q = q
+        if self.follow_commands:
+            self.q = q
 
     def _publish_state(self) -> None:
         if self.publish_states:
@@ -226,6 +228,36 @@ def test_episode_start_resets_and_holds_the_new_measured_state(start_node, ros_n
     assert ros_node.spin_until(lambda: len(world.commands) > 0, 5.0)
     np.testing.assert_allclose(world.commands[0][1], reset_q, atol=1e-9)  # held where the robot is
     assert "episode 1 start (seed 5)" in node.log()
+
+
+def test_episode_start_ignores_a_joint_state_from_before_the_reset(start_node, ros_node):
+    """A joint state published before the sim's reset can arrive after the episode start: the hold
+    must follow the newest measured position until the first chunk, so the commands end up where
+    the robot is, not where it was (the safety monitor refuses such commands)."""
+    node = start_node(NODE, {"autostart": True, "require_camera": False, "control_rate_hz": 100.0})
+    world = _World(ros_node)
+    episode_pub = ros_node.node.create_publisher(String, "/vla_mpc/episode", LATCHED_QOS)
+    assert ros_node.spin_until(lambda: len(world.commands) > 100, 30.0), node.log()[-3000:]
+    old_q = world.q.copy()
+    world.publish_states = False
+    world.follow_commands = False
+    episode_pub.publish(String(data='{"event": "start", "episode": 2, "seed": 6, "kind": "pick", '
+                                    '"instruction": "pick up the red cube", "robot": "panda"}'))
+    assert ros_node.spin_until(lambda: "episode 2 start" in node.log(), 5.0), node.log()[-2000:]
+    world.state_pub.publish(cv.joint_state_msg(world.spec.joint_names, old_q, stamp=time.time()))  # stale
+    ros_node.spin_for(0.05)
+    reset_q = old_q.copy()
+    reset_q[0] += 0.3  # the reset puts the arm 0.3 rad away (inside the limits)
+    world.q = reset_q.copy()
+    t_fresh = time.monotonic()
+    world.publish_states = True
+    ros_node.spin_for(1.5)
+    after = [q for t, q in world.commands if t > t_fresh + 0.1]
+    assert after, node.log()[-2000:]
+    # Every command from then on starts at (and moves smoothly away from) the reset position.
+    assert np.max(np.abs(after[0] - reset_q)) < 1e-6, (after[0], reset_q)
+    steps = np.abs(np.diff(np.stack(after), axis=0)).max()
+    assert steps < 0.05, f"command stream jumped by {steps} rad"
 
 
 def test_learned_backend_split_across_two_processes(start_node, ros_node, tmp_path):

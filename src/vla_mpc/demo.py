@@ -1,11 +1,13 @@
 """``make demo``: the whole graph drives the simulated robot, then a summary from the recording.
 
-    python -m vla_mpc.demo [--robot panda] [--instruction "pick up the red cube"] [--duration 60]
-        [--output output/demo-<time>] [--set policy.control_rate_hz=200]
+    python -m vla_mpc.demo [--robot panda] [--kind pick_place] [--seed 100000] [--policy auto]
+        [--instruction TEXT] [--duration 60] [--output output/demo-<time>]
+        [--set policy.control_rate_hz=200]
 
 Runs sim_robot -> camera_ingest -> policy -> safety_monitor (planner beside it) with the recorder
-on, publishes the instruction, stops at task success (plus a short settle time) or after
-``--duration`` seconds, then reads the rosbag2 it recorded and prints: the measured rate of each
+on, runs one episode of the task suite (the sim resets to ``sample_episode(robot, kind, seed)``,
+the sampled instruction is published), stops at task success (plus a short settle time) or after
+``--duration`` seconds of sim time, then reads the rosbag2 it recorded and prints: the measured rate of each
 topic (wall clock), the inter-message gap p99 of the command streams, safety interventions and the
 task outcome. The output folder keeps the bag (MCAP), every node's log, the safety intervention
 log, ``summary.json`` and the PNG pictures of :mod:`vla_mpc.pictures` (camera frames with the
@@ -146,52 +148,82 @@ def format_summary(summary: BagSummary, meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(robot: str, instruction: str, duration_s: float, output: Path, overrides: dict[str, dict[str, Any]],
-        settle_s: float = 3.0) -> dict[str, Any]:
-    """Run the demo and return the summary dict (also written to ``output/summary.json``)."""
-    import rclpy
-    from std_msgs.msg import Bool, String
+DEFAULT_KIND = "pick_place"
+DEFAULT_SEED = 100_000  # vla_mpc.sim.tasks.EVAL_SEED_OFFSET: a layout never used for training
 
-    from vla_mpc.ros.qos import LATCHED_QOS
+
+def default_checkpoint(robot: str) -> Path | None:
+    """The shipped policy checkpoint of ``robot`` (``checkpoints/<robot>/policy`` in the share
+    dir), or None when there is none."""
+    from vla_mpc.paths import share_dir
+
+    path = share_dir() / "checkpoints" / robot / "policy"
+    return path if (path / "config.json").is_file() and (path / "model.safetensors").is_file() else None
+
+
+def policy_params(policy: str, robot: str) -> dict[str, Any]:
+    """Policy-node parameters for ``--policy`` (``auto``: learned when a shipped checkpoint exists).
+
+    Raises:
+        FileNotFoundError: ``learned`` without a shipped checkpoint (the path searched is named).
+    """
+    ckpt = default_checkpoint(robot)
+    if policy == "auto":
+        policy = "learned" if ckpt is not None else "scripted"
+    if policy == "scripted":
+        return {"backend": "scripted"}
+    if ckpt is None:
+        raise FileNotFoundError(f"no shipped checkpoint for {robot!r} (checkpoints/{robot}/policy); train one "
+                                "(README: Tasks, data, training) or pass --set policy.checkpoint=DIR")
+    return {"backend": "learned", "checkpoint": str(ckpt)}
+
+
+def run(robot: str, kind: str, seed: int, instruction: str | None, duration_s: float, output: Path,
+        overrides: dict[str, dict[str, Any]], policy: str = "auto", settle_s: float = 3.0) -> dict[str, Any]:
+    """Run one episode of the task suite through the graph and return the summary dict (also
+    written to ``output/summary.json``).
+
+    The episode runs as ``vla_mpc.collect`` runs them (docs/DESIGN.md, Episodes): the sim resets to
+    ``sample_episode(robot, kind, seed)`` and the instruction is the sampled one unless
+    ``instruction`` is given (it must name an object of that scene).
+    """
+    import rclpy
+
+    from vla_mpc.collect import EpisodePlan, EpisodeRunner, GraphError
     from vla_mpc.ros.runtime import isolate_ros_network
+    from vla_mpc.sim.tasks import sample_episode
 
     isolate_ros_network()
     output.mkdir(parents=True, exist_ok=True)
+    spec = sample_episode(robot, kind, seed)
+    plan = EpisodePlan(0, robot, kind, seed, instruction or spec.instruction, "demo", float(duration_s))
     merged: dict[str, dict[str, Any]] = {
-        "sim_robot": {"instruction": instruction},
-        "policy": {"autostart": True},
+        "policy": {"autostart": True, **policy_params(policy, robot)},
         "safety_monitor": {"intervention_log": str(output / "safety_interventions.jsonl")},
     }
     for node, params in overrides.items():
         merged.setdefault(node, {}).update(params)
+    print(f"[demo] {robot}: {kind} seed {seed}: {plan.instruction!r}, policy backend {merged['policy']['backend']}")
     bringup = Bringup(robot=robot, sim=True, use_sim_time=True, record_dir=output / "bag",
                       log_dir=output / "logs", overrides=merged)
     rclpy.init()
-    node = rclpy.create_node("vla_mpc_demo")
-    success_at: list[float] = []
-    node.create_subscription(Bool, "/vla_mpc/sim/task_success",
-                             lambda m: success_at.append(time.monotonic()) if m.data and not success_at else None,
-                             LATCHED_QOS)
-    pub = node.create_publisher(String, "/vla_mpc/instruction", LATCHED_QOS)
+    runner = EpisodeRunner("vla_mpc_demo", watch=bringup.dead, settle_s=settle_s, wall_factor=2.0)
     t0 = time.monotonic()
     bringup.start()
     dead: dict[str, int] = {}
+    outcome = None
     try:
-        pub.publish(String(data=instruction))
-        while time.monotonic() - t0 < duration_s:
-            rclpy.spin_once(node, timeout_sec=0.1)
-            if success_at and time.monotonic() - success_at[0] > settle_s:
-                break
-            dead = bringup.dead()
-            if dead:
-                print(f"[demo] nodes exited early: {dead}; see {output / 'logs'}")
-                break
+        runner.wait_for_graph(["sim_robot", "policy"])
+        outcome = runner.run_episode(plan)
+    except GraphError as exc:
+        dead = bringup.dead()
+        print(f"[demo] {exc}; see {output / 'logs'}")
     except KeyboardInterrupt:
         print("[demo] interrupted; summarising what was recorded")
     finally:
         wall_s = time.monotonic() - t0
         codes = bringup.stop()
-        node.destroy_node()
+        runner.close()
         rclpy.shutdown()
     from vla_mpc.pictures import make_pictures
 
@@ -201,12 +233,16 @@ def run(robot: str, instruction: str, duration_s: float, output: Path, overrides
     except Exception as exc:  # noqa: BLE001 - the summary still matters without pictures
         print(f"[demo] pictures failed: {type(exc).__name__}: {exc}")
         pictures = []
-    meta = {"robot": robot, "instruction": instruction, "wall_s": wall_s, "output": str(output)}
+    meta = {"robot": robot, "kind": kind, "seed": seed, "instruction": plan.instruction,
+            "policy": merged["policy"].get("backend"), "wall_s": wall_s, "output": str(output)}
     print(format_summary(summary, meta))
     result = {
         **meta,
         "exit_codes": codes,
         "early_exits": dead,
+        "episode": None if outcome is None else {"ready": outcome.ready, "success": outcome.success,
+                                                  "time_to_success_s": outcome.time_to_success_s,
+                                                  "error": outcome.error},
         "topics": {t: vars(s) for t, s in summary.topics.items()},
         "interventions": summary.interventions,
         "safety_states": summary.safety_states,
@@ -220,15 +256,23 @@ def run(robot: str, instruction: str, duration_s: float, output: Path, overrides
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``make demo``."""
+    from vla_mpc.sim.tasks import TASK_KINDS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--robot", default="panda", choices=("panda", "ur5e", "gr1"))
-    ap.add_argument("--instruction", default="pick up the red cube")
-    ap.add_argument("--duration", type=float, default=60.0, help="upper bound on the run [s]")
+    ap.add_argument("--kind", default=None, choices=TASK_KINDS,
+                    help=f"task of the suite (default {DEFAULT_KIND}; reach for gr1, its only task)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="scene layout and instruction seed")
+    ap.add_argument("--instruction", default=None, help="override the sampled instruction (name a scene object)")
+    ap.add_argument("--policy", default="auto", choices=("auto", "learned", "scripted"),
+                    help="auto: the shipped learned checkpoint when there is one, else the scripted expert")
+    ap.add_argument("--duration", type=float, default=60.0, help="episode timeout [s of sim time]")
     ap.add_argument("--output", type=Path, default=None, help="output folder (default output/demo-<time>)")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="parameter override")
     a = ap.parse_args(argv)
     output = a.output or Path("output") / time.strftime("demo-%Y%m%d-%H%M%S")
-    result = run(a.robot, a.instruction, a.duration, output, parse_overrides(a.set))
+    kind = a.kind or ("reach" if a.robot == "gr1" else DEFAULT_KIND)
+    result = run(a.robot, kind, a.seed, a.instruction, a.duration, output, parse_overrides(a.set), a.policy)
     return 0 if not result["early_exits"] else 1
 
 

@@ -233,6 +233,7 @@ class PolicyNode(LifecycleNode):
         self._z: np.ndarray | None = None
         self._z_time: float | None = None
         self._last_command: np.ndarray | None = None
+        self._anchor_to_measured = True
         self._hold: HoldReason | None = HoldReason.NO_STATE
         self._status2 = "not run"
         self._status1 = "not run"
@@ -308,6 +309,7 @@ class PolicyNode(LifecycleNode):
             self.system1.reset()
         self.streamer.clear()
         self._last_command = None
+        self._anchor_to_measured = True
         self._control_period = 1.0 / p("control_rate_hz")
         self._active = True
         nice = p("inference_niceness")
@@ -403,6 +405,7 @@ class PolicyNode(LifecycleNode):
             self._q = self._qd = self._q_time = None
             self._images, self._image_time = {}, None
             self._last_command = None
+            self._anchor_to_measured = True
         if self.system2 is not None:
             self.system2.reset()
         if self.system1 is not None:
@@ -497,16 +500,26 @@ class PolicyNode(LifecycleNode):
         self.chunk_pub.publish(cv.trajectory_msg(self.names, chunk, times, stamp=max(0.0, stamp_ros)))
 
     def _control_step(self) -> None:
+        gen = self._episode_gen
         now = time.monotonic()
         reason = self._inputs_hold_reason(now)
         if reason is None and (self.streamer.empty or self.streamer.holding):
             reason = HoldReason.NO_CHUNK  # inputs fresh again; System 1 has not submitted yet
-        if reason is not None and not self.streamer.holding:
-            target = self._last_command if self._last_command is not None else self._q
+        # Until the first chunk of an episode (or after activation) is followed, the hold tracks the
+        # newest measured position: the robot may have been moved (the sim's episode reset, a
+        # hand-guided robot), and a hold on a position measured before that is a command far from
+        # the robot, which the safety monitor rightly refuses.
+        # The flag is set by the episode handler / activation (other threads) and only cleared here,
+        # so a control tick racing with an episode start cannot re-arm a hold on the old command.
+        anchor = self._anchor_to_measured
+        if reason is not None and (anchor or not self.streamer.holding):
+            target = self._q if anchor or self._last_command is None else self._last_command
             if target is None:
                 self._hold = reason
                 return  # nothing known to hold yet: publish nothing
             self.streamer.hold(target, now)
+        elif reason is None and gen == self._episode_gen:
+            self._anchor_to_measured = False
         if reason != self._hold:
             self.get_logger().info(f"holding: {reason.value}" if reason is not None else "following chunks")
             self._hold = reason

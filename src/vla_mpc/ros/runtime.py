@@ -7,6 +7,7 @@ ros2/examples habit: ``main(args=None)``; shutdown catches ``KeyboardInterrupt``
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable
 
 import rclpy
@@ -26,6 +27,7 @@ def run_node(
     node_factory: Callable[[], Node | list[Node]],
     args: list[str] | None = None,
     executor_factory: Callable[[], Executor] = SingleThreadedExecutor,
+    exit_on_failure: bool = True,
 ) -> int:
     """Init rclpy, build the node(s), spin until SIGINT/SIGTERM or external shutdown, clean up.
 
@@ -34,6 +36,9 @@ def run_node(
         args: command-line arguments for ``rclpy.init`` (``--ros-args ...``).
         executor_factory: the executor to spin on (SingleThreadedExecutor by default: the
             measured MultiThreadedExecutor collapses at 200 Hz, see ROS_ON_PIP.md).
+        exit_on_failure: when the node failed, end the process with ``os._exit(1)`` after
+            cleaning up instead of returning (threads of torch, tokenizers or tqdm would
+            otherwise keep a failed node's process alive, invisible to its supervisor).
 
     Returns:
         Process exit code: 0 on a clean shutdown, 1 if the node factory raised.
@@ -71,4 +76,11 @@ def run_node(
         executor.shutdown(timeout_sec=1.0)
         if rclpy.ok():
             rclpy.shutdown()
+    if code != 0 and exit_on_failure:
+        # A failed node must end its process so the supervisor (bringup, launch, systemd) sees it:
+        # library threads that are not daemons (tokenizers, torch, tqdm monitors) would otherwise
+        # keep a dead node's process alive, and nothing downstream could tell.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code

@@ -117,6 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sampler", choices=SAMPLERS, default="flow", help="flow matching or DDPM/DDIM")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--max-latent-lag", type=int, default=DEFAULT_MAX_LATENT_LAG,
                     help="frames the System 2 input may lag the proprio/actions (default 4 = 0.4 s at 10 Hz)")
     return ap.parse_args(argv)
@@ -137,7 +138,9 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     policy = build_policy(ds.meta, ds.proprio, ds.actions, sampler=opt["sampler"])
     instructions = _instruction_of_rows(ds)
     text_emb = TextEncoder().encode_many(sorted(set(instructions.tolist())))
-    rows = {s: ds.rows(s) for s in ("train", "val")}
+    # Behaviour cloning learns from the successful demonstrations only (failed ones stay in the
+    # dataset for the world model and for inspection).
+    rows = {s: ds.rows(s, success_only=True) for s in ("train", "val")}
     if len(rows["val"]) == 0:
         rows["val"] = rows["train"]  # tiny datasets: validate on training rows (noted in the summary)
 
@@ -148,7 +151,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     extra = {"dataset": str(Path(opt["dataset"]).resolve()), "episodes": len(ds.meta["episodes"]),
              "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"]}
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
-                         lr=opt["lr"], seed=opt["seed"])
+                         lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])
     counts = policy.num_parameters()
     print(f"policy: {counts['total']:,} parameters (System 2 {counts['system2']:,}, System 1 {counts['system1']:,}); "
           f"sampler {policy.config.sampler}; {len(rows['train'])} train rows", flush=True)
