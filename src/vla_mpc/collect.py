@@ -329,6 +329,68 @@ class EpisodeRunner:
         self.node.destroy_node()
 
 
+class GraphSession:
+    """A started graph plus an :class:`EpisodeRunner`, for ``with``: the one start/stop sequence of
+    ``collect``, ``eval`` and ``demo``.
+
+    Entering initialises rclpy, builds the runner (``runner_kwargs`` go to :class:`EpisodeRunner`,
+    ``watch`` is ``bringup.dead``) and starts ``bringup``. Leaving stops the graph, closes the
+    runner and shuts rclpy down, whatever happened. A :class:`GraphError` (a node died, the graph
+    never came up) or Ctrl-C inside the block is caught, logged as ``<tag> stopped: ...`` and kept
+    in ``error``, so the caller still summarises what was recorded; other exceptions propagate.
+
+    After the block: ``error`` (str or None), ``dead`` ({node: exit code} of the nodes that had
+    exited before the stop), ``exit_codes`` ({node: exit code} after the stop), ``wall_s``; ``t_start`` is the
+    ``time.monotonic()`` of entering.
+    """
+
+    def __init__(self, bringup: Any, name: str, tag: str, log: Callable[[str], None] = print,
+                 **runner_kwargs: Any) -> None:
+        self.bringup, self.name, self.tag, self.log = bringup, name, tag, log
+        self.runner_kwargs = runner_kwargs
+        self.runner: EpisodeRunner | None = None
+        self.error: str | None = None
+        self.dead: dict[str, int] = {}
+        self.exit_codes: dict[str, int] = {}
+        self.wall_s = 0.0
+        self.t_start = 0.0
+
+    def __enter__(self) -> "GraphSession":
+        import rclpy
+
+        rclpy.init()
+        self.t_start = time.monotonic()
+        try:
+            self.runner = EpisodeRunner(self.name, watch=self.bringup.dead, **self.runner_kwargs)
+            self.bringup.start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        handled = exc_type is not None and issubclass(exc_type, (GraphError, KeyboardInterrupt))
+        if exc_type is not None and issubclass(exc_type, GraphError):
+            self.error = str(exc)
+            self.log(f"{self.tag} stopped: {self.error}; see the node logs")
+        elif handled:
+            self.error = "interrupted"
+            self.log(f"{self.tag} interrupted; summarising what was recorded")
+        self._stop()
+        return handled
+
+    def _stop(self) -> None:
+        import rclpy
+
+        self.wall_s = time.monotonic() - self.t_start
+        self.dead = self.bringup.dead()
+        self.exit_codes = self.bringup.stop()
+        if self.runner is not None:
+            self.runner.close()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
 # ----------------------------------------------------------------------------------------- run
 
 
@@ -342,8 +404,6 @@ def run(robot: str, plans: list[EpisodePlan], output: Path, overrides: dict[str,
         record_topics: str = "dataset", random_episode_s: float = 8.0, startup_timeout_s: float = 120.0,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Start the graph, run ``plans``, stop the graph; returns (and writes) ``output/summary.json``."""
-    import rclpy
-
     from vla_mpc.bringup import Bringup
     from vla_mpc.ros.runtime import isolate_ros_network
 
@@ -360,17 +420,11 @@ def run(robot: str, plans: list[EpisodePlan], output: Path, overrides: dict[str,
         merged.setdefault(node, {}).update(params)
     bringup = Bringup(robot=robot, sim=True, use_sim_time=True, record_dir=output / "bag", log_dir=output / "logs",
                       overrides=merged, exclude=("latent_mpc_planner",))
-    rclpy.init()
-    runner = None
     outcomes: list[EpisodeOutcome] = []
-    error = None
-    t_start = time.monotonic()
-    try:
-        runner = EpisodeRunner("vla_mpc_collect", watch=bringup.dead)
-        bringup.start()
+    with GraphSession(bringup, "vla_mpc_collect", "[collect]", log) as session:
+        runner = session.runner
         runner.wait_for_graph(["sim_robot", "recorder"], startup_timeout_s)
-        t_ready = time.monotonic()
-        log(f"[collect] graph up after {t_ready - t_start:.1f} s; {len(plans)} episodes ({source})")
+        log(f"[collect] graph up after {time.monotonic() - session.t_start:.1f} s; {len(plans)} episodes ({source})")
         for plan in plans:
             hold = random_episode_s if plan.source == "random" else None
             o = runner.run_episode(plan, hold_s=hold)
@@ -381,18 +435,7 @@ def run(robot: str, plans: list[EpisodePlan], output: Path, overrides: dict[str,
             if o.error and not any(x.ready for x in outcomes):
                 raise GraphError(f"first episode never became ready: {o.error} (does sim_robot implement "
                                  f"contract G /vla_mpc/episode?)")
-    except GraphError as exc:
-        error = str(exc)
-        log(f"[collect] stopped: {error}; see {output / 'logs'}")
-    except KeyboardInterrupt:
-        error = "interrupted"
-    finally:
-        wall = time.monotonic() - t_start
-        codes = bringup.stop()
-        if runner is not None:
-            runner.close()
-        if rclpy.ok():
-            rclpy.shutdown()
+    error, codes, wall = session.error, session.exit_codes, session.wall_s
     ran = [o for o in outcomes if o.ready]
     summary = {
         "robot": robot, "source": source, "bag": str(output / "bag"), "error": error, "exit_codes": codes,

@@ -187,9 +187,7 @@ def run(robot: str, kind: str, seed: int, instruction: str | None, duration_s: f
     ``sample_episode(robot, kind, seed)`` and the instruction is the sampled one unless
     ``instruction`` is given (it must name an object of that scene).
     """
-    import rclpy
-
-    from vla_mpc.collect import EpisodePlan, EpisodeRunner, GraphError
+    from vla_mpc.collect import EpisodePlan, GraphSession
     from vla_mpc.ros.runtime import isolate_ros_network
     from vla_mpc.sim.tasks import sample_episode
 
@@ -206,25 +204,11 @@ def run(robot: str, kind: str, seed: int, instruction: str | None, duration_s: f
     print(f"[demo] {robot}: {kind} seed {seed}: {plan.instruction!r}, policy backend {merged['policy']['backend']}")
     bringup = Bringup(robot=robot, sim=True, use_sim_time=True, record_dir=output / "bag",
                       log_dir=output / "logs", overrides=merged)
-    rclpy.init()
-    runner = EpisodeRunner("vla_mpc_demo", watch=bringup.dead, settle_s=settle_s, wall_factor=2.0)
-    t0 = time.monotonic()
-    bringup.start()
-    dead: dict[str, int] = {}
     outcome = None
-    try:
-        runner.wait_for_graph(["sim_robot", "policy"])
-        outcome = runner.run_episode(plan)
-    except GraphError as exc:
-        dead = bringup.dead()
-        print(f"[demo] {exc}; see {output / 'logs'}")
-    except KeyboardInterrupt:
-        print("[demo] interrupted; summarising what was recorded")
-    finally:
-        wall_s = time.monotonic() - t0
-        codes = bringup.stop()
-        runner.close()
-        rclpy.shutdown()
+    with GraphSession(bringup, "vla_mpc_demo", "[demo]", settle_s=settle_s, wall_factor=2.0) as session:
+        session.runner.wait_for_graph(["sim_robot", "policy"])
+        outcome = session.runner.run_episode(plan)
+    wall_s, codes, dead = session.wall_s, session.exit_codes, session.dead
     from vla_mpc.pictures import make_pictures
 
     summary = read_bag(output / "bag")

@@ -188,10 +188,11 @@ def plot_sr(per_task: dict[str, dict[str, Any]], path: Path, title: str) -> Path
 
 
 def evaluate(runner, plans: Sequence[EpisodePlan], dt: float, n_joints: int | None,
-             log=print) -> list[dict[str, Any]]:  # noqa: ANN001 - runner: collect.EpisodeRunner
+             log=print, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:  # noqa: ANN001
     """Run ``plans`` with a started :class:`vla_mpc.collect.EpisodeRunner` (``collect_metrics=True``)
-    and return the episode rows. Stops early (GraphError) when a node dies."""
-    rows = []
+    and return the episode rows. Stops early (GraphError) when a node dies; rows are appended to
+    ``rows`` when given, so the episodes finished before that are kept."""
+    rows = [] if rows is None else rows
     for plan in plans:
         o = runner.run_episode(plan)
         row = episode_result(o, dt, n_joints)
@@ -225,10 +226,8 @@ def run(robot: str, kinds: Sequence[str], episodes: int, policy: str, mode: str,
     Raises:
         ValueError: a seed below ``EVAL_SEED_OFFSET``, ``learned`` without a checkpoint, bad mode.
     """
-    import rclpy
-
     from vla_mpc.bringup import Bringup
-    from vla_mpc.collect import EpisodeRunner
+    from vla_mpc.collect import GraphSession
     from vla_mpc.core.robot_model import load_robot_spec
     from vla_mpc.ros.runtime import isolate_ros_network
     from vla_mpc.sim.tasks import EVAL_SEED_OFFSET
@@ -261,28 +260,11 @@ def run(robot: str, kinds: Sequence[str], episodes: int, policy: str, mode: str,
     bringup = Bringup(robot=robot, sim=True, use_sim_time=True, record_dir=(output / "bag") if record else None,
                       log_dir=output / "logs", overrides=merged,
                       exclude=("latent_mpc_planner",) if mode == "vla" else ())
-    rclpy.init()
-    runner = None
     rows: list[dict[str, Any]] = []
-    error = None
-    t0 = time.monotonic()
-    try:
-        runner = EpisodeRunner("vla_mpc_eval", watch=bringup.dead, collect_metrics=True)
-        bringup.start()
-        runner.wait_for_graph(["sim_robot"] + (["recorder"] if record else []), startup_timeout_s)
-        rows = evaluate(runner, plans, dt, n_arm, log)
-    except GraphError as exc:
-        error = str(exc)
-        log(f"[eval] stopped: {error}; see {output / 'logs'}")
-    except KeyboardInterrupt:
-        error = "interrupted"
-    finally:
-        wall = time.monotonic() - t0
-        codes = bringup.stop()
-        if runner is not None:
-            runner.close()
-        if rclpy.ok():
-            rclpy.shutdown()
+    with GraphSession(bringup, "vla_mpc_eval", "[eval]", log, collect_metrics=True) as session:
+        session.runner.wait_for_graph(["sim_robot"] + (["recorder"] if record else []), startup_timeout_s)
+        evaluate(session.runner, plans, dt, n_arm, log, rows=rows)
+    error, codes, wall = session.error, session.exit_codes, session.wall_s
     per_task = aggregate(rows) if rows else {}
     results = {
         "robot": robot, "policy": policy, "mode": mode, "checkpoint": str(checkpoint) if checkpoint else None,

@@ -17,6 +17,7 @@ Nothing here imports rclpy.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -239,7 +240,7 @@ def check_common_config(config: object, min_elites: int) -> None:
         raise ValueError(f"warm_start_tail must be one of {WARM_START_TAILS}, got {config.warm_start_tail!r}")
 
 
-class SamplingPlanner:
+class SamplingPlanner(ABC):
     """Base of CEM and MPPI: bounds, random generator, warm-start memory, input checks and the
     shared iteration loop (``plan``). Subclasses give the distribution's start (``initial_std``),
     its refit from the elites (``update``) and the final choice (``choose``).
@@ -286,21 +287,21 @@ class SamplingPlanner:
 
     # -- hooks -----------------------------------------------------------------------------
 
+    @abstractmethod
     def initial_std(self, mean: torch.Tensor) -> torch.Tensor:
         """``(H, A)`` sampling std at the start of a ``plan()`` call."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
                elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Refit ``(mean, std)`` (both ``(H, A)``) to ``elites (E, H, A)`` with ascending
         ``elite_costs (E,)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def choose(self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor,
                elite_costs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """After the last iteration: ``(chosen (H, A), mean to warm-start from (H, A))``, both
         already inside the bounds."""
-        raise NotImplementedError
 
     # -- the loop ----------------------------------------------------------------------------
 
