@@ -195,3 +195,16 @@ def test_sec_to_stamp_rounding():
     assert (s.sec, s.nanosec) == (2, 0)
     with pytest.raises(ValueError):
         cv.sec_to_stamp(-1.0)
+
+
+def test_keypoint_markers() -> None:
+    from visualization_msgs.msg import Marker
+
+    arr = cv.keypoint_markers(np.array([[0.5, -0.1, -0.09], [0.4, 0.2, -0.11]]), 12.5)
+    assert [(m.ns, m.id, m.type, m.header.frame_id) for m in arr.markers] == [
+        ("policy_keypoints", 0, Marker.SPHERE, "base_link"), ("policy_keypoints", 1, Marker.SPHERE, "base_link")]
+    assert arr.markers[1].pose.position.y == pytest.approx(0.2) and arr.markers[0].header.stamp.sec == 12
+    with pytest.raises(ValueError, match="finite"):
+        cv.keypoint_markers(np.array([[0.5, np.nan, 0.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        cv.keypoint_markers(np.zeros(3))

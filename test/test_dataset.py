@@ -71,6 +71,29 @@ class BagBuilder:
                  I(header=self._hdr(stamp), height=img.shape[0], width=img.shape[1], encoding="rgb8",
                    is_bigendian=0, step=img.shape[1] * 3, data=img.reshape(-1).copy()))
 
+    def objects(self, log_s: float, stamp: float, objects: dict, delete_first: bool = False) -> None:
+        """/vla_mpc/sim/object_poses: {name: (position (3,), size (3,))} as CUBE markers (ns = name)."""
+        ts = self.ts.types
+        M, MA = ts["visualization_msgs/msg/Marker"], ts["visualization_msgs/msg/MarkerArray"]
+        P, Q, V = ts["geometry_msgs/msg/Point"], ts["geometry_msgs/msg/Quaternion"], ts["geometry_msgs/msg/Vector3"]
+        Pose, C, D = ts["geometry_msgs/msg/Pose"], ts["std_msgs/msg/ColorRGBA"], ts["builtin_interfaces/msg/Duration"]
+
+        def marker(ns: str, i: int, action: int, pos, size) -> object:
+            return M(header=self._hdr(stamp), ns=ns, id=i, type=1, action=action,
+                     pose=Pose(position=P(x=float(pos[0]), y=float(pos[1]), z=float(pos[2])),
+                               orientation=Q(x=0.0, y=0.0, z=0.0, w=1.0)),
+                     scale=V(x=float(size[0]), y=float(size[1]), z=float(size[2])),
+                     color=C(r=1.0, g=0.0, b=0.0, a=1.0), lifetime=D(sec=0, nanosec=0), frame_locked=False,
+                     points=[], colors=[], texture_resource="", texture=ts["sensor_msgs/msg/CompressedImage"](
+                         header=self._hdr(stamp), format="", data=np.zeros(0, np.uint8)),
+                     uv_coordinates=[], text="", mesh_resource="",
+                     mesh_file=ts["visualization_msgs/msg/MeshFile"](filename="", data=np.zeros(0, np.uint8)),
+                     mesh_use_embedded_materials=False)
+
+        markers = [marker("", 0, 3, (0, 0, 0), (0, 0, 0))] if delete_first else []
+        markers += [marker(n, i, 0, p, sz) for i, (n, (p, sz)) in enumerate(objects.items())]
+        self.add(log_s, "/vla_mpc/sim/object_poses", "visualization_msgs/msg/MarkerArray", MA(markers=markers))
+
     def write(self, path: Path) -> Path:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -130,6 +153,11 @@ def build_two_episode_bag(path: Path) -> dict:
     b.string(1.0, "/vla_mpc/episode", start(0, "reach", 11))
     b.image(1.02, 10.02, image(200))  # before ready: excluded
     b.string(1.05, "/vla_mpc/sim/episode_ready", {"episode": 0, "seed": 11})
+    # object poses: the red cube moves from x 0.50 to 0.55 at sim 10.45 (frames from 10.5025 see it)
+    cube, pad = np.array([0.04, 0.04, 0.04]), np.array([0.1, 0.1, 0.002])
+    b.objects(1.06, 10.06, {"red_cube": ((0.50, 0.0, -0.09), cube), "blue_pad": ((0.4, 0.2, -0.111), pad)},
+              delete_first=True)
+    b.objects(1.45, 10.45, {"red_cube": ((0.55, 0.0, -0.09), cube), "blue_pad": ((0.4, 0.2, -0.111), pad)})
     j = 0
     while 10.1 + 0.01 * j <= 10.6 + 1e-9:
         t = 10.1 + 0.01 * j
@@ -165,6 +193,11 @@ def build_two_episode_bag(path: Path) -> dict:
     exp["cmd_range"] = {0: (10.1, 10.6), 1: (12.2, 12.5)}
     exp["frame_t"] = ep0_frames + [12.2025 + 0.1 * f for f in range(4)]
     exp["cmd"] = cmd
+    # task keypoints of "reach the red cube": the cube centre and its top-face centre; episode 1
+    # ("push the red cube", no direction, no object poses) has none
+    kp = [[[0.50, 0.0, -0.09], [0.50, 0.0, -0.07]] if t < 10.45 else [[0.55, 0.0, -0.09], [0.55, 0.0, -0.07]]
+          for t in ep0_frames]
+    exp["keypoints"] = np.array(kp + [[[np.nan] * 3] * 2] * 4)
     return exp
 
 
@@ -210,6 +243,33 @@ def test_round_trip_exact(two_episode_bag, tmp_path: Path) -> None:
     assert meta["frame_rate_hz"] == pytest.approx(10.0)
     assert json.loads((tmp_path / "ds" / "meta.json").read_text())["format"] == "vla_mpc.dataset/1"
     assert not (tmp_path / "ds" / "frames.tmp").exists()
+
+
+def test_keypoints_from_object_poses(two_episode_bag, tmp_path: Path) -> None:
+    bag, exp = two_episode_bag
+    meta = convert([bag], tmp_path / "ds", image_size=96, chunk_size=4, chunk_dt=0.05)
+    ds = Dataset.load(tmp_path / "ds")
+    assert ds.keypoints is not None and ds.keypoints.shape == (12, 2, 3) and ds.keypoints.dtype == np.float32
+    np.testing.assert_allclose(ds.keypoints, exp["keypoints"], atol=1e-6)  # NaN compares equal to NaN
+    assert meta["keypoint_rows"] == 8
+    # a dataset without the optional file still loads (converted before keypoints existed)
+    (tmp_path / "ds" / "keypoints.npy").unlink()
+    assert Dataset.load(tmp_path / "ds").keypoints is None
+
+
+def test_episode_keypoints_edge_cases() -> None:
+    from vla_mpc.training.dataset import episode_keypoints
+
+    objs = [(0, 5.0, {"red_cube": (np.array([0.5, 0.0, -0.09]), np.array([0.04] * 3))}),
+            (0, 6.0, {"red_cube": (np.array([0.6, 0.0, -0.09]), np.array([0.04] * 3))})]
+    kp = episode_keypoints("slide the red cube to the left", np.array([4.0, 5.5, 7.0]), objs)
+    assert np.isnan(kp[0]).all()                      # before the first object message
+    np.testing.assert_allclose(kp[1], [[0.5, 0.0, -0.09], [0.5, 0.08, -0.09]])  # origin + 8 cm along +y
+    np.testing.assert_allclose(kp[2], [[0.6, 0.0, -0.09], [0.5, 0.08, -0.09]])  # goal fixed at the origin's
+    assert np.isnan(episode_keypoints("touch the green cube", np.array([5.5]), objs)).all()  # not in the scene
+    assert np.isnan(episode_keypoints("dance", np.array([5.5]), objs)).all()
+    assert np.isnan(episode_keypoints(None, np.array([5.5]), objs)).all()
+    assert episode_keypoints("touch the red cube", np.zeros(0), objs).shape == (0, 2, 3)
 
 
 def test_splits(tmp_path: Path, two_episode_bag) -> None:

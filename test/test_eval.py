@@ -271,6 +271,21 @@ def test_bench_learning_reads_newest_learned_results_and_summaries(tmp_path: Pat
     tr = learning.training_row(pol, wm)
     assert tr["train_minutes_policy"] == 24.57 and tr["steps_world_model"] == 4000 and "note" not in tr
     assert learning.training_row(tmp_path / "x", wm)["train_minutes_policy"] is None
+    # a staged world model (stage two --init from stage one) costs both stages
+    s1, s2 = tmp_path / "runs" / "wm_s1", tmp_path / "runs" / "wm_s2"
+    (s1 / "best").mkdir(parents=True)
+    s2.mkdir(parents=True)
+    (s1 / "train_summary.json").write_text(json.dumps({"minutes": 13.5, "steps": 3000}))
+    (s2 / "train_summary.json").write_text(json.dumps({"minutes": 2.25, "steps": 1500,
+                                                       "init": str(s1 / "best")}))
+    staged = learning.training_row(pol, s2)
+    assert staged["train_minutes_world_model"] == 15.75 and staged["steps_world_model"] == 4500
+    assert staged["stages_world_model"] == 2 and "note" not in staged
+    (s1 / "train_summary.json").write_text(json.dumps({"minutes": 13.5, "steps": 3000, "init": str(s2)}))
+    assert "init cycle" in learning.training_row(pol, s2)["note"]  # counted once, reported
+    (s1 / "train_summary.json").unlink()
+    lost = learning.training_row(pol, s2)
+    assert lost["train_minutes_world_model"] == 2.25 and "stage 2" in lost["note"]
 
     monkeypatch.setenv("VLA_MPC_BENCH_EXPERT_EPISODES", "0")
     monkeypatch.setenv("VLA_MPC_EVAL_RESULTS", str(path))

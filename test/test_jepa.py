@@ -204,3 +204,28 @@ def test_frozen_encoder_stage_trains_the_predictor_only(robot):
     # the untrained (zero-residual) predictor on frozen latents is exactly copy-last
     assert m["teacher_forcing"] == pytest.approx(
         (net.encode_target(b["frames"])[:, :-1] - net.encode_target(b["frames"])[:, 1:]).abs().mean().item(), rel=1e-5)
+
+
+def test_pose_frames_join_the_proprio_term_only(robot):
+    """Single rendered frames with joint positions (scene sets) enter the proprio MSE as extra rows;
+    the other terms are unchanged; a frozen encoder ignores them; an MLP head is available."""
+    net = make_net(robot, proprio_head_hidden=32).eval()
+    assert isinstance(net.proprio_head, torch.nn.Sequential)
+    batch = make_batch(robot)
+    g = torch.Generator().manual_seed(3)
+    pose_frames = torch.randint(0, 256, (5, S, S, 3), generator=g, dtype=torch.uint8)
+    pose_q = torch.tensor(robot.spec.home, dtype=torch.float32) + 0.1 * torch.randn(5, 8, generator=g)
+    _, plain = net.loss(batch)
+    _, both = net.loss(dict(batch, pose_frames=pose_frames, pose_q=pose_q))
+    for key in ("teacher_forcing", "rollout", "variance"):
+        assert both[key] == pytest.approx(plain[key], rel=1e-5)
+    with torch.no_grad():
+        q = batch["proprio"][..., :8]
+        seq = (net.proprio_head(net.encoder(batch["frames"])) - net.norm_q(q)).pow(2).reshape(-1, 8)
+        pose = (net.proprio_head(net.encoder(pose_frames)) - net.norm_q(pose_q)).pow(2)
+    assert both["proprio"] == pytest.approx(float(torch.cat([seq, pose]).mean()), rel=1e-4)
+    net.freeze_encoder()
+    _, frozen = net.loss(dict(batch, pose_frames=pose_frames, pose_q=pose_q))
+    assert frozen["proprio"] == pytest.approx(float(seq.mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="proprio_head_hidden"):
+        make_net(robot, proprio_head_hidden=-1)

@@ -158,8 +158,12 @@ def test_split_system2_and_system1_in_two_processes(start_node, ros_node):
 # --------------------------------------------------------------------------- learned backend + episodes
 
 
-def _learned_checkpoint(path) -> str:
-    """A tiny randomly initialised policy for the Panda (8 joints, chunk 16 x 0.05 s) saved to ``path``."""
+KEYPOINT_MEAN = [0.5, -0.1, -0.09, 0.45, 0.2, -0.11]
+
+
+def _learned_checkpoint(path, keypoint_head: bool = False) -> str:
+    """A tiny randomly initialised policy for the Panda (8 joints, chunk 16 x 0.05 s) saved to ``path``;
+    with ``keypoint_head`` its keypoints read ~``KEYPOINT_MEAN`` (tiny std)."""
     import torch
 
     from vla_mpc.models.checkpoint import save_policy
@@ -168,9 +172,12 @@ def _learned_checkpoint(path) -> str:
     names = load_robot_spec("panda").joint_names
     dof = len(names)
     cfg = PolicyConfig(robot="panda", joint_names=names, image_size=32, vision_width=8, d_model=32, vlm_heads=2,
-                       latent_tokens=4, latent_dim=16, expert_width=64, expert_blocks=2, cond_dim=32)
+                       latent_tokens=4, latent_dim=16, expert_width=64, expert_blocks=2, cond_dim=32,
+                       keypoint_head=keypoint_head)
     stats = {"proprio": {"mean": [0.0] * 2 * dof, "std": [1.0] * 2 * dof},
              "action_delta": {"mean": [0.0] * dof, "std": [0.01] * dof}}  # small random motions
+    if keypoint_head:
+        stats["keypoints"] = {"mean": KEYPOINT_MEAN, "std": [1e-3] * 6}
     torch.manual_seed(0)
     save_policy(DualSystemPolicy(cfg, stats), path)
     return str(path)
@@ -181,9 +188,15 @@ def test_learned_backend_streams_from_a_checkpoint(start_node, ros_node, tmp_pat
 
     from vla_mpc.ros.qos import SENSOR_QOS
 
-    ckpt = _learned_checkpoint(tmp_path / "ckpt")
+    from visualization_msgs.msg import MarkerArray
+
+    from vla_mpc.ros.qos import STREAM_QOS
+
+    ckpt = _learned_checkpoint(tmp_path / "ckpt", keypoint_head=True)
     node = start_node(NODE, {"autostart": True, "backend": "learned", "checkpoint": ckpt, "control_rate_hz": 100.0})
     world = _World(ros_node)
+    keypoints = []
+    ros_node.node.create_subscription(MarkerArray, "/vla_mpc/policy/keypoints", keypoints.append, STREAM_QOS)
     cam = ros_node.node.create_publisher(Image, "/vla_mpc/observation/front/image", SENSOR_QOS)
     frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     ros_node.node.create_timer(0.1, lambda: cam.publish(cv.numpy_to_image(frame, "rgb8", stamp=time.time())))
@@ -196,6 +209,13 @@ def test_learned_backend_streams_from_a_checkpoint(start_node, ros_node, tmp_pat
     # Continuous stream: successive commands never jump (chunks are joined, not switched).
     cmds = np.array([q for _, q in world.commands[-50:]])
     assert np.max(np.abs(np.diff(cmds, axis=0))) < 0.05, "joint command jumped"
+    # System 2's keypoints for rviz: the object and its goal, spheres in base_link
+    assert ros_node.spin_until(lambda: keypoints, 10.0)
+    markers = keypoints[-1].markers
+    assert [(m.ns, m.id, m.header.frame_id) for m in markers] == [("policy_keypoints", 0, "base_link"),
+                                                                    ("policy_keypoints", 1, "base_link")]
+    got = [[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in markers]
+    np.testing.assert_allclose(np.ravel(got), KEYPOINT_MEAN, atol=0.05)
     assert node.alive()
 
 

@@ -126,3 +126,91 @@ def test_train_cli_writes_a_loadable_checkpoint(dataset, tmp_path):
     assert load_policy(out).config == policy.config  # a run directory loads its best/
     assert policy.config.image_size == S and policy.config.chunk_size == H
     assert json.loads((out / "last" / "config.json").read_text())["extra"]["max_latent_lag"] == 4
+
+
+@pytest.fixture(scope="module")
+def keypoint_dataset(tmp_path_factory) -> Dataset:
+    """The synthetic dataset plus keypoints: the target square's pixel position (both keypoints),
+    with one row of NaN (no object poses for it)."""
+    path = tmp_path_factory.mktemp("policy_kp_ds")
+    _write_dataset(path)
+    frames = np.load(path / "frames.npy")
+    green = frames[..., 1] == 255
+    kp = np.zeros((len(frames), 2, 3), np.float32)
+    for r in range(len(frames)):
+        ys, xs = np.nonzero(green[r])
+        kp[r, :, 0], kp[r, :, 1], kp[r, 1, 2] = ys.mean() / S, xs.mean() / S, 0.02
+    kp[3] = np.nan
+    np.save(path / "keypoints.npy", kp)
+    return Dataset.load(path)
+
+
+def test_keypoint_head_learns_where_the_target_is(keypoint_dataset, tmp_path):
+    from vla_mpc.models.checkpoint import save_policy
+
+    ds = keypoint_dataset
+    torch.manual_seed(0)
+    policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, **SMALL)
+    assert policy.config.keypoint_head and len(policy.stats["keypoints"]["mean"]) == 6
+    text, instr = _fake_text(), _instruction_of_rows(ds)
+    rng = np.random.default_rng(0)
+    batch = make_policy_batch(ds, text, "train", rng, 8, instructions=instr)
+    assert batch["keypoints"].shape == (8, 2, 3)
+    # a batch whose keypoints are all NaN adds nothing to the loss
+    nan_batch = dict(batch, keypoints=torch.full((8, 2, 3), float("nan")))
+    torch.manual_seed(1)
+    loss_nan, info_nan = policy.loss(nan_batch)
+    assert torch.isfinite(loss_nan) and "keypoint_loss" not in info_nan
+
+    make = lambda split, rng, bs: make_policy_batch(ds, text, split, rng, bs, instructions=instr)  # noqa: E731
+    cfg = TrainConfig(max_steps=80, batch_size=32, lr=2e-3, warmup_steps=5, val_every=20, val_batches=2,
+                      checkpoint_every=1000, num_threads=1)
+    result = train(policy, make, tmp_path / "run", cfg, save_policy, progress=False)
+    kp_losses = [h["train/keypoint_loss"] for h in result.history]
+    assert kp_losses[-1] < 0.3 * kp_losses[0], kp_losses
+    # the head survives a checkpoint round trip and reads positions in the dataset's units
+    back = load_policy(tmp_path / "run" / "last").eval()
+    assert back.config.keypoint_head
+    rows = np.array([e * ROWS + 5 for e in range(EPISODES)])  # one row per episode: six targets
+    z = back.encode(torch.from_numpy(np.ascontiguousarray(ds.frames[rows])),
+                    torch.from_numpy(np.stack([text[i] for i in instr[rows]])))
+    pred = back.predict_keypoints(z).numpy()
+    truth = np.asarray(ds.keypoints[rows])
+    spread = np.abs(truth - truth.mean(0)).mean()
+    assert pred.shape == (EPISODES, 2, 3) and np.abs(pred - truth).mean() < 0.5 * spread, (pred, truth)
+
+
+def test_keypoint_head_needs_keypoints(dataset):
+    with pytest.raises(ValueError, match="keypoint_head needs a dataset with keypoints"):
+        build_policy(dataset.meta, dataset.proprio, dataset.actions, None, keypoint_head=True)
+    policy = build_policy(dataset.meta, dataset.proprio, dataset.actions, **SMALL)
+    assert not policy.config.keypoint_head
+    with pytest.raises(RuntimeError, match="no keypoint head"):
+        policy.predict_keypoints(torch.zeros(1, 4, 16))
+
+
+def test_keypoint_condition_gives_system1_the_target_relative_to_the_gripper():
+    """System 1's input carries (keypoints read from z) - FK(q), / 0.2 m; sampling uses it too."""
+    from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+    from vla_mpc.models.policy import KEYPOINT_REL_SCALE, DualSystemPolicy, PolicyConfig
+
+    spec = load_robot_spec("panda")
+    a = len(spec.joint_names)
+    with pytest.raises(ValueError, match="needs keypoint_head"):
+        PolicyConfig(robot="panda", joint_names=spec.joint_names, keypoint_condition=True)
+    cfg = PolicyConfig(robot="panda", joint_names=spec.joint_names, image_size=32, keypoint_head=True,
+                       keypoint_condition=True, **{k: v for k, v in SMALL.items()})
+    kp_mean = [0.5, -0.1, -0.09, 0.45, 0.2, -0.11]
+    stats = {"proprio": {"mean": [0.0] * 2 * a, "std": [1.0] * 2 * a},
+             "action_delta": {"mean": [0.0] * a, "std": [0.01] * a},
+             "keypoints": {"mean": kp_mean, "std": [1e-6] * 6}}  # the head reads ~kp_mean whatever z is
+    policy = DualSystemPolicy(cfg, stats).eval()
+    q = torch.tensor([list(spec.home) + [0.0] * a, [0.1] * 7 + [0.02] + [0.0] * a], dtype=torch.float32)
+    z = torch.randn(2, 4, 16)
+    x = policy.system1_input(z, q)
+    assert x.shape == (2, 2 * a + 6)
+    ee = RobotModel(spec).fk_positions(q[:, :a].double().numpy())
+    expected = (np.array(kp_mean).reshape(1, 2, 3) - ee[:, None, :]).reshape(2, 6) / KEYPOINT_REL_SCALE
+    np.testing.assert_allclose(x[:, 2 * a:].numpy(), expected, atol=1e-4)
+    chunk = policy.sample_chunk(z, q)
+    assert chunk.shape == (2, 16, a) and torch.isfinite(chunk).all()

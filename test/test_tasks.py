@@ -192,3 +192,26 @@ def test_robot_specific_layouts() -> None:
         sample_episode("gr1", "pick_place", 0)
     with pytest.raises(ValueError, match="kind"):
         sample_episode("panda", "fly", 0)
+
+
+def test_task_keypoints_per_kind() -> None:
+    from vla_mpc.sim.tasks import bind_origin, parse_instruction, task_keypoints
+
+    cube, pad = np.array([0.04, 0.04, 0.04]), np.array([0.12, 0.12, 0.002])
+    objs = {"red_cube": (np.array([0.5, 0.1, -0.09]), None, None, cube),
+            "blue_pad": (np.array([0.4, -0.2, -0.111]), None, None, pad)}
+    reach = parse_instruction("touch the red cube", list(objs))
+    np.testing.assert_allclose(task_keypoints(reach, objs), [[0.5, 0.1, -0.09], [0.5, 0.1, -0.07]])
+    place = parse_instruction("put the red cube on the blue pad", list(objs))
+    np.testing.assert_allclose(task_keypoints(place, objs), [[0.5, 0.1, -0.09], [0.4, -0.2, -0.11]])
+    pick = parse_instruction("pick up the red cube", list(objs))
+    np.testing.assert_allclose(task_keypoints(pick, objs)[1], [0.5, 0.1, -0.09 + 0.05 + 0.02])
+    push = parse_instruction("push the red cube to the right", list(objs))
+    with pytest.raises(ValueError, match="no origin"):
+        task_keypoints(push, objs)
+    push = bind_origin(push, objs)
+    moved = dict(objs, red_cube=(np.array([0.5, 0.05, -0.09]), None, None, cube))
+    # the goal stays where the predicate is first met from the origin, wherever the cube is now
+    np.testing.assert_allclose(task_keypoints(push, moved), [[0.5, 0.05, -0.09], [0.5, 0.02, -0.09]])
+    with pytest.raises(KeyError, match="green_cube"):
+        task_keypoints(parse_instruction("touch the green cube"), objs)

@@ -3,6 +3,7 @@
     python -m vla_mpc.train policy --dataset D --out O [--minutes M] [--steps N] [--seed S] [--resume] ...
     python -m vla_mpc.train world_model --dataset D --out O [--minutes M] [--steps N] [--seed S] [--resume] ...
     python -m vla_mpc.train convert --bags BAG_OR_DIR... --out D [--image-size 96] ...
+    python -m vla_mpc.train scenes --count M --out DIR [--arm-poses D] ...
 
 ``policy`` runs ``vla_mpc.training.policy.main(argv)`` (the dual-system policy), ``world_model``
 runs ``vla_mpc.training.world_model.main(argv)`` (the latent world model); both parse their own
@@ -21,6 +22,7 @@ COMMANDS = {
     "policy": ("vla_mpc.training.policy", "train the dual-system policy (System 2 + System 1)"),
     "world_model": ("vla_mpc.training.world_model", "train the latent world model"),
     "convert": ("vla_mpc.training.dataset", "convert rosbag2 recordings into a training dataset"),
+    "scenes": ("vla_mpc.training.scenes", "render task layouts with keypoints for System 2's keypoint head"),
 }
 
 

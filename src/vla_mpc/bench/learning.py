@@ -16,7 +16,9 @@
   reports that. ``cc`` is the mean cumulative safety cost per episode over all kinds.
 * ``{"name": "training", "train_minutes_policy", "train_minutes_world_model", "steps_policy",
   "steps_world_model", "source_policy", "source_world_model"}``: from ``train_summary.json``
-  (written by ``vla_mpc.training.loop``) in the checkpoint directory or its parent. Checkpoints:
+  (written by ``vla_mpc.training.loop``) in the checkpoint directory or its parent; a staged run
+  (``train world_model --init``) adds the minutes and steps of the run it started from, following
+  the summaries' ``init`` fields (``stages`` counts them). Checkpoints:
   ``VLA_MPC_POLICY_CHECKPOINT`` / ``VLA_MPC_WORLD_MODEL_CHECKPOINT``, else the shipped
   ``checkpoints/panda/policy`` and ``checkpoints/panda/world_model`` under the share directory.
 
@@ -90,15 +92,46 @@ def train_summary(checkpoint: Path) -> tuple[dict[str, Any] | None, Path | None]
     return None, None
 
 
+def staged_cost(checkpoint: Path, max_stages: int = 10) -> tuple[float, int, int, list[str]]:
+    """Minutes and steps of ``checkpoint``'s training plus every earlier stage it was initialised
+    from (``init`` in ``train_summary.json``).
+
+    Returns:
+        (minutes, steps, stages, notes); ``stages`` is 0 when ``checkpoint`` has no summary.
+        An ``init`` whose summary is missing, or a cycle, ends the chain with a note.
+    """
+    minutes, steps, stages, notes, seen = 0.0, 0, 0, [], set()
+    ckpt: Path | None = checkpoint
+    while ckpt is not None and stages < max_stages:
+        summary, path = train_summary(ckpt)
+        if summary is None:
+            if stages:
+                notes.append(f"stage {stages + 1}: no train_summary.json in {ckpt} or its parent (not counted)")
+            break
+        if path.resolve() in seen:
+            notes.append(f"init cycle at {path}")
+            break
+        seen.add(path.resolve())
+        minutes += float(summary["minutes"])
+        steps += int(summary.get("steps") or 0)
+        stages += 1
+        ckpt = Path(summary["init"]) if summary.get("init") else None
+    return minutes, steps, stages, notes
+
+
 def training_row(policy_ckpt: Path, world_model_ckpt: Path) -> dict[str, Any]:
-    """Training minutes and steps of both checkpoints (None where no summary was found)."""
+    """Training minutes and steps of both checkpoints, all stages summed (None where no summary
+    was found)."""
     row: dict[str, Any] = {"name": "training"}
     notes = []
     for key, ckpt in (("policy", policy_ckpt), ("world_model", world_model_ckpt)):
         summary, path = train_summary(ckpt)
-        row[f"train_minutes_{key}"] = round(float(summary["minutes"]), 2) if summary else None
-        row[f"steps_{key}"] = summary.get("steps") if summary else None
+        minutes, steps, stages, stage_notes = staged_cost(ckpt)
+        row[f"train_minutes_{key}"] = round(minutes, 2) if summary else None
+        row[f"steps_{key}"] = steps if summary else None
+        row[f"stages_{key}"] = stages
         row[f"source_{key}"] = str(path) if path else None
+        notes += stage_notes
         if summary is None:
             notes.append(f"no train_summary.json in {ckpt} or its parent")
     if notes:

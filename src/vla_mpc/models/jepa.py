@@ -99,6 +99,8 @@ class JepaConfig:
         predictor_layers: hidden layers of the predictor MLP (>= 1).
         ema_decay: target encoder ``theta-bar <- decay * theta-bar + (1 - decay) * theta``.
         rollout_weight, variance_weight, covariance_weight, proprio_weight: loss weights.
+        proprio_head_hidden: width of the proprio head's hidden layer (0: a linear map ``z -> q``,
+            the original head; > 0: one GELU hidden layer, for a more exact image -> joints read-out).
         variance_target: the per-dimension batch std below which the variance term acts
             (VICReg's gamma; below VICReg's 1 because the layer-normed latent of a scene with a few
             degrees of freedom cannot spread every dimension to unit std without inventing
@@ -124,6 +126,7 @@ class JepaConfig:
     variance_weight: float = 1.0
     covariance_weight: float = 0.01
     proprio_weight: float = 1.0
+    proprio_head_hidden: int = 0
     variance_target: float = 0.5
 
     def __post_init__(self) -> None:
@@ -143,6 +146,9 @@ class JepaConfig:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if len(self.channels) != 3 or min(self.channels) < 1:
             raise ValueError(f"channels must be 3 positive ints, got {self.channels}")
+        if isinstance(self.proprio_head_hidden, bool) or not isinstance(self.proprio_head_hidden, int) \
+                or self.proprio_head_hidden < 0:
+            raise ValueError(f"proprio_head_hidden must be an int >= 0, got {self.proprio_head_hidden!r}")
         for name in ("image_size", "latent_dim", "hidden_dim", "predictor_layers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -281,7 +287,8 @@ class JepaNet(nn.Module):
         for p in self.target_encoder.parameters():
             p.requires_grad_(False)
         self.predictor = Predictor(d, n, config.hidden_dim, config.predictor_layers)
-        self.proprio_head = nn.Linear(d, n)
+        h = config.proprio_head_hidden
+        self.proprio_head = nn.Linear(d, n) if h == 0 else nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, n))
         lower = torch.tensor(config.lower, dtype=torch.float32)
         upper = torch.tensor(config.upper, dtype=torch.float32)
         self.encoder_frozen = False
@@ -350,7 +357,10 @@ class JepaNet(nn.Module):
         Args:
             batch: ``"frames"`` uint8 ``(B, T+1, S, S, 3)``; ``"proprio"`` float32
                 ``(B, T+1, 2n)`` (joint positions then velocities, raw units; positions used);
-                ``"actions"`` float32 ``(B, T, n)`` joint position deltas between frames.
+                ``"actions"`` float32 ``(B, T, n)`` joint position deltas between frames;
+                optionally ``"pose_frames"`` uint8 ``(B2, S, S, 3)`` + ``"pose_q"`` float32
+                ``(B2, >= n)``: single rendered frames with their joint positions
+                (:mod:`vla_mpc.training.scenes`) that join the proprio term only.
 
         Returns:
             ``(loss, metrics)``: metrics ``teacher_forcing``, ``rollout``, ``variance``,
@@ -376,6 +386,12 @@ class JepaNet(nn.Module):
         loss_roll = (roll - target[:, 1:]).abs().mean()
         var, cov, std = vicreg_terms(z.reshape(-1, z.shape[-1]), self.config.variance_target)
         loss_q = F.mse_loss(self.proprio_head(z), self.norm_q(q))
+        pose_frames = batch.get("pose_frames")
+        if pose_frames is not None and not self.encoder_frozen:
+            pose_q = batch["pose_q"].float()[..., :n]
+            err_pose = (self.proprio_head(self.encoder(pose_frames)) - self.norm_q(pose_q)).pow(2)
+            err_seq = (self.proprio_head(z) - self.norm_q(q)).pow(2).reshape(-1, n)
+            loss_q = torch.cat([err_seq, err_pose]).mean()  # one mean over every supervised frame
         c = self.config
         total = loss_tf + c.rollout_weight * loss_roll
         if not self.encoder_frozen:  # constants once the encoder is frozen (reported, not optimised)

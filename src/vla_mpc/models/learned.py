@@ -44,16 +44,21 @@ class LearnedSystem2:
         self.text_encoder = text_encoder or TextEncoder()
         self.latent_shape = (policy.config.latent_tokens, policy.config.latent_dim)
         self.status = "not run"
+        #: (2, 3) float64 [m, base_link] task keypoints read from the last latent (policies with a
+        #: keypoint head), else None.
+        self.keypoints: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         self.status = "not run"
+        self.keypoints = None
 
     def warmup(self) -> None:
         """Load the sentence model and run one forward pass (configure time, not the first tick)."""
         s = self.policy.config.image_size
         self.infer({c: np.zeros((s, s, 3), np.uint8) for c in self.policy.config.cameras}, "warm up")
         self.status = "not run"
+        self.keypoints = None
 
     def infer(
         self,
@@ -75,7 +80,10 @@ class LearnedSystem2:
         frames = np.stack([resize_frame(images[c], s) for c in cams])[None]  # [1, N, S, S, 3]
         emb = self.text_encoder.encode(instruction)[None]
         with self._lock, torch.inference_mode():
-            z = self.policy.encode(torch.from_numpy(frames), torch.from_numpy(emb))[0]
+            z = self.policy.encode(torch.from_numpy(frames), torch.from_numpy(emb))
+            if self.policy.config.keypoint_head:
+                self.keypoints = self.policy.predict_keypoints(z)[0].numpy().astype(np.float64)
+            z = z[0]
         self.status = "ok" if instruction.strip() else "ok (empty instruction)"
         return z.numpy().astype(np.float32, copy=True)
 

@@ -41,10 +41,15 @@ from vla_mpc.models.action_expert import (
 from vla_mpc.models.text import TEXT_DIM
 from vla_mpc.models.vision import images_to_tensor, random_shift
 from vla_mpc.models.vlm import CompactVLM
+from vla_mpc.sim.tasks import NUM_TASK_KEYPOINTS
 
 __all__ = ["ACTION_MODES", "PolicyConfig", "DualSystemPolicy", "delta_action_stats", "validate_stats"]
 
 ACTION_MODES = ("delta", "absolute")
+
+#: Scale of the end-effector-relative keypoints System 1 receives (``keypoint_condition``) [m]:
+#: the table reach of these tasks is a few tenths of a metre, so the inputs stay O(1).
+KEYPOINT_REL_SCALE = 0.2
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,18 @@ class PolicyConfig:
         action_mode: ``"delta"`` or ``"absolute"`` (module docstring).
         rtc_frozen_steps: real-time chunking: committed steps that must match exactly.
         augment_shift: DrQ random-shift range during training [px] (0 = off).
+        keypoint_head: System 2 also predicts the two task keypoints (:func:`vla_mpc.sim.tasks.
+            task_keypoints`: the instruction's object and its goal, (2, 3) m in ``base_link``) with a
+            linear read-out of ``z``, trained by an auxiliary MSE (needs ``stats["keypoints"]``).
+            It makes ``z`` locate the named object from the image instead of leaving that to the
+            action loss alone (the auxiliary pose targets of Levine et al. 2016, Sec. 4.2).
+        keypoint_weight: weight of that MSE (in normalised keypoint units) beside the action loss.
+        keypoint_condition: System 1 also receives the keypoints System 2 reads, relative to the
+            end effector (forward kinematics of the measured joints, ``config/<robot>.yaml``'s
+            ``ee_link``), divided by :data:`KEYPOINT_REL_SCALE`: an explicit "where is the target
+            from the gripper" input, so the action expert maps a Cartesian error to joint motion
+            instead of re-deriving both positions from ``z`` (needs ``keypoint_head``; the
+            keypoints enter detached, so the action loss never moves the keypoint head).
     """
 
     robot: str
@@ -90,6 +107,9 @@ class PolicyConfig:
     action_mode: str = "delta"
     rtc_frozen_steps: int = 2
     augment_shift: int = 4
+    keypoint_head: bool = False
+    keypoint_weight: float = 1.0
+    keypoint_condition: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(str(j) for j in self.joint_names))
@@ -120,6 +140,14 @@ class PolicyConfig:
                              f"diffusion_train_steps ({self.diffusion_train_steps}) for ddim")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"PolicyConfig.action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        if not isinstance(self.keypoint_condition, bool) or (self.keypoint_condition and not self.keypoint_head):
+            raise ValueError(f"PolicyConfig.keypoint_condition must be a bool and needs keypoint_head, got "
+                             f"{self.keypoint_condition!r} (keypoint_head {self.keypoint_head!r})")
+        if not isinstance(self.keypoint_head, bool):
+            raise ValueError(f"PolicyConfig.keypoint_head must be a bool, got {self.keypoint_head!r}")
+        if not (isinstance(self.keypoint_weight, (int, float)) and not isinstance(self.keypoint_weight, bool)
+                and math.isfinite(self.keypoint_weight) and self.keypoint_weight >= 0):
+            raise ValueError(f"PolicyConfig.keypoint_weight must be a finite number >= 0, got {self.keypoint_weight!r}")
         for name in ("rtc_frozen_steps", "augment_shift"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -175,6 +203,8 @@ def validate_stats(stats: dict, config: PolicyConfig) -> None:
     """
     a = config.action_dim
     groups = {"proprio": 2 * a, ("action_delta" if config.action_mode == "delta" else "action"): a}
+    if config.keypoint_head:
+        groups["keypoints"] = NUM_TASK_KEYPOINTS * 3
     for group, n in groups.items():
         if not isinstance(stats, dict) or group not in stats:
             raise ValueError(f"stats lack {group!r} (action_mode {config.action_mode!r} needs it)")
@@ -207,7 +237,13 @@ class DualSystemPolicy(nn.Module):
         a = c.action_dim
         self.system2 = CompactVLM(len(c.cameras), c.image_size, c.vision_width, c.d_model, c.vlm_layers,
                                   c.vlm_heads, c.latent_tokens, c.latent_dim)
-        self.system1 = ActionExpert(c.latent_tokens, c.latent_dim, 2 * a, c.chunk_size, a,
+        extra = NUM_TASK_KEYPOINTS * 3 if c.keypoint_condition else 0
+        self._robot_model = None
+        if c.keypoint_condition:
+            from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+
+            self._robot_model = RobotModel(load_robot_spec(c.robot))
+        self.system1 = ActionExpert(c.latent_tokens, c.latent_dim, 2 * a + extra, c.chunk_size, a,
                                     c.expert_width, c.expert_blocks, c.cond_dim)
         group = "action_delta" if c.action_mode == "delta" else "action"
         t = lambda g, k: torch.tensor(stats[g][k], dtype=torch.float32)  # noqa: E731
@@ -215,6 +251,10 @@ class DualSystemPolicy(nn.Module):
         self.register_buffer("proprio_std", t("proprio", "std"), persistent=False)
         self.register_buffer("action_mean", t(group, "mean"), persistent=False)
         self.register_buffer("action_std", t(group, "std"), persistent=False)
+        if c.keypoint_head:
+            self.keypoint_head = nn.Linear(c.latent_tokens * c.latent_dim, NUM_TASK_KEYPOINTS * 3)
+            self.register_buffer("keypoint_mean", t("keypoints", "mean"), persistent=False)
+            self.register_buffer("keypoint_std", t("keypoints", "std"), persistent=False)
         self.register_buffer("alpha_bar", cosine_alpha_bar(c.diffusion_train_steps).float(), persistent=False)
         self._schedule_cache: dict[tuple, torch.Tensor] = {}
 
@@ -222,6 +262,23 @@ class DualSystemPolicy(nn.Module):
     def normalize_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
         """(B, 2A) raw [rad, m, rad/s, m/s] -> normalised."""
         return (proprio - self.proprio_mean) / self.proprio_std
+
+    def system1_input(self, z: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """System 1's state input: normalised proprio (B, 2A), plus with ``keypoint_condition`` the
+        keypoints read from ``z`` minus the end-effector position, / ``KEYPOINT_REL_SCALE`` (B, 6).
+
+        Args:
+            z: (B, Tz, Dz) latent; proprio: (B, 2A) raw positions then velocities.
+        """
+        p = self.normalize_proprio(proprio)
+        if not self.config.keypoint_condition:
+            return p
+        with torch.no_grad():
+            kp = (self.keypoint_head(z.detach().flatten(1)) * self.keypoint_std + self.keypoint_mean).view(-1, 2, 3)
+            ee = torch.from_numpy(self._robot_model.fk_positions(
+                proprio[:, : self.config.action_dim].detach().double().numpy())).float()
+            rel = (kp - ee[:, None, :]).flatten(1) / KEYPOINT_REL_SCALE
+        return torch.cat([p, rel], dim=1)
 
     def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """(B, H, A) absolute targets -> normalised (delta or absolute mode)."""
@@ -256,22 +313,75 @@ class DualSystemPolicy(nn.Module):
         Args:
             batch: ``images`` uint8 (B, S, S, 3) or (B, N_cam, S, S, 3); ``text_emb`` float32
                 (B, 384); ``proprio`` float32 (B, 2A) raw; ``actions`` float32 (B, H, A) raw
-                absolute targets [rad, m].
+                absolute targets [rad, m]; with ``keypoint_head``, optionally ``keypoints`` float32
+                (B, 2, 3) [m] of the frame in ``images`` (rows with NaN are left out of that term),
+                and ``scene_images`` (B2, S, S, 3) uint8 + ``scene_text_emb`` (B2, 384) +
+                ``scene_keypoints`` (B2, 2, 3): extra rendered layouts without actions
+                (:mod:`vla_mpc.training.scenes`) that only enter the keypoint term.
 
         Returns:
-            (scalar loss, {"loss": ..., "z_rms": ...}). Flow: MSE of the velocity ``a - eps``;
-            ddim: MSE of the v-prediction; both in normalised action units.
+            (scalar loss, {"loss": ..., "z_rms": ...[, "action_loss", "keypoint_loss"]}). Flow: MSE
+            of the velocity ``a - eps``; ddim: MSE of the v-prediction; both in normalised action
+            units; plus ``keypoint_weight`` x the keypoint MSE in normalised keypoint units.
         """
         proprio = batch["proprio"].float()
         actions = batch["actions"].float()
-        z = self.encode(batch["images"], batch["text_emb"], augment=self.training)
-        p = self.normalize_proprio(proprio)
+        scenes = self.config.keypoint_head and batch.get("scene_images") is not None
+        if scenes:  # one System 2 pass over the demonstration frames and the extra layouts
+            b = batch["images"].shape[0]
+            images = batch["images"] if batch["images"].dim() == 5 else batch["images"].unsqueeze(1)
+            scene_images = batch["scene_images"]
+            scene_images = scene_images if scene_images.dim() == 5 else scene_images.unsqueeze(1)
+            z_all = self.encode(torch.cat([images, scene_images]),
+                                torch.cat([batch["text_emb"].float(), batch["scene_text_emb"].float()]),
+                                augment=self.training)
+            z, z_scene = z_all[:b], z_all[b:]
+        else:
+            z = self.encode(batch["images"], batch["text_emb"], augment=self.training)
+        p = self.system1_input(z, proprio)
         a = self.normalize_actions(actions, proprio)
         if self.config.sampler == "flow":
             loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z, p), a)
         else:
             loss = diffusion_loss(lambda xt, t: self.system1(xt, t, z, p), a, self.alpha_bar)
-        return loss, {"loss": float(loss.detach()), "z_rms": float(z.detach().pow(2).mean().sqrt())}
+        info = {"z_rms": float(z.detach().pow(2).mean().sqrt())}
+        preds, targets = [], []
+        if self.config.keypoint_head and batch.get("keypoints") is not None:
+            preds.append(self.keypoint_head(z.flatten(1)))
+            targets.append(batch["keypoints"].float().flatten(1))
+        if scenes:
+            preds.append(self.keypoint_head(z_scene.flatten(1)))
+            targets.append(batch["scene_keypoints"].float().flatten(1))
+        if preds:
+            pred = torch.cat(preds)
+            target = (torch.cat(targets) - self.keypoint_mean) / self.keypoint_std
+            valid = torch.isfinite(target).all(dim=1)
+            if bool(valid.any()):
+                kp_loss = (pred[valid] - target[valid]).pow(2).mean()
+                info["action_loss"] = float(loss.detach())
+                info["keypoint_loss"] = float(kp_loss.detach())
+                loss = loss + self.config.keypoint_weight * kp_loss
+        info["loss"] = float(loss.detach())
+        return loss, info
+
+    @torch.inference_mode()
+    def predict_keypoints(self, z: torch.Tensor) -> torch.Tensor:
+        """System 2's estimate of the task keypoints from its latent.
+
+        Args:
+            z: (B, Tz, Dz) float32.
+
+        Returns:
+            (B, 2, 3) float32 [m, ``base_link``]: the instruction's object and its goal
+            (:func:`vla_mpc.sim.tasks.task_keypoints`).
+
+        Raises:
+            RuntimeError: the policy was built without ``keypoint_head``.
+        """
+        if not self.config.keypoint_head:
+            raise RuntimeError("this policy has no keypoint head (PolicyConfig.keypoint_head is false)")
+        x = self.keypoint_head(z.float().flatten(1)) * self.keypoint_std + self.keypoint_mean
+        return x.view(z.shape[0], NUM_TASK_KEYPOINTS, 3)
 
     # -------------------------------------------------------------------------------- inference
     def _time_terms(self) -> torch.Tensor:
@@ -312,7 +422,7 @@ class DualSystemPolicy(nn.Module):
         """
         c = self.config
         b = z.shape[0]
-        p = self.normalize_proprio(proprio.float())
+        p = self.system1_input(z.float(), proprio.float())
         c_in, film = self.system1.prepare(self.system1.condition(z.float(), p))
         base = c_in.unsqueeze(0) + self._time_terms().unsqueeze(1)  # [K, B, W]: cached per chunk
         if noise is None:
@@ -333,7 +443,9 @@ class DualSystemPolicy(nn.Module):
         return self.denormalize_actions(x, proprio.float())
 
     def num_parameters(self) -> dict[str, int]:
-        """Parameter counts: ``system2``, ``system1``, ``total``."""
+        """Parameter counts: ``system2`` (with the keypoint head), ``system1``, ``total``."""
         s2 = sum(p.numel() for p in self.system2.parameters())
+        if self.config.keypoint_head:
+            s2 += sum(p.numel() for p in self.keypoint_head.parameters())
         s1 = sum(p.numel() for p in self.system1.parameters())
         return {"system2": s2, "system1": s1, "total": s2 + s1}

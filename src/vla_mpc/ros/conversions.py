@@ -486,6 +486,28 @@ def cube_marker(
     return m
 
 
+def keypoint_markers(points: np.ndarray, stamp: float | Time | None = None, frame_id: str = "base_link",
+                     ns: str = "policy_keypoints", diameter: float = 0.03) -> MarkerArray:
+    """System 2's task keypoints as SPHERE markers: id 0 the instruction's object (yellow), id 1
+    where the task wants it (cyan), ``diameter`` [m], in ``frame_id``.
+
+    Args:
+        points: (2, 3) [m] (``DualSystemPolicy.predict_keypoints``).
+
+    Raises:
+        ValueError: not (2, 3) finite values.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if p.shape != (2, 3) or not np.all(np.isfinite(p)):
+        raise ValueError(f"keypoints must be finite (2, 3), got {p.shape}")
+    arr = MarkerArray()
+    for i, rgba in enumerate(((1.0, 0.85, 0.0, 0.9), (0.0, 0.9, 1.0, 0.9))):
+        m = cube_marker(ns, i, p[i], (0.0, 0.0, 0.0, 1.0), (diameter,) * 3, rgba, frame_id, stamp)
+        m.type = Marker.SPHERE
+        arr.markers.append(m)
+    return arr
+
+
 def delete_all_marker(frame_id: str = "base_link") -> Marker:
     """A DELETEALL marker, to put first in a MarkerArray that replaces the previous one."""
     m = Marker()

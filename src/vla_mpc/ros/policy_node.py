@@ -42,7 +42,8 @@ Topics: subscribes ``/joint_states`` (sensor_msgs/JointState), ``/vla_mpc/observ
 ``/vla_mpc/latent`` (role system1 only). Publishes ``/vla_mpc/latent`` (Float32MultiArray, dims
 "tokens", "dim"), ``/vla_mpc/action_chunk`` (JointTrajectory over joint_names; header stamp = the
 chunk's start on the node clock), ``/vla_mpc/joint_command`` (JointState, position over joint_names),
-``/diagnostics``. Parameters: see ``config/params/policy.yaml``.
+``/vla_mpc/policy/keypoints`` (MarkerArray in base_link: where a learned System 2 with a keypoint head
+locates the instruction's object and its goal, each time it runs), ``/diagnostics``. Parameters: see ``config/params/policy.yaml``.
 """
 
 from __future__ import annotations
@@ -290,6 +291,7 @@ class PolicyNode(LifecycleNode):
         if self.role == "system1":
             sub(Float32MultiArray, "/vla_mpc/latent", self._on_latent, STREAM_QOS)
         self.latent_pub = self.create_publisher(Float32MultiArray, "/vla_mpc/latent", STREAM_QOS)
+        self.keypoint_pub = self.create_publisher(MarkerArray, "/vla_mpc/policy/keypoints", STREAM_QOS)
         self.chunk_pub = self.create_publisher(JointTrajectory, "/vla_mpc/action_chunk", STREAM_QOS)
         self.command_pub = self.create_publisher(JointState, "/vla_mpc/joint_command", COMMAND_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -461,6 +463,12 @@ class PolicyNode(LifecycleNode):
                 return  # an episode started while this latent was computed from the old one
             self._z, self._z_time = z, time.monotonic()
         self.latent_pub.publish(cv.float32_tensor_msg(z, LATENT_LABELS))
+        keypoints = getattr(self.system2, "keypoints", None)
+        if keypoints is not None:
+            try:
+                self.keypoint_pub.publish(cv.keypoint_markers(keypoints, self.get_clock().now().to_msg()))
+            except ValueError as exc:
+                self.get_logger().warning(f"System 2 keypoints: {exc}", throttle_duration_sec=5.0)
 
     def _inputs_hold_reason(self, now: float) -> HoldReason | None:
         with self._lock:

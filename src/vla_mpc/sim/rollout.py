@@ -1,4 +1,4 @@
-"""ROS-free closed loop of the scripted expert in the sim: success rates and goal images.
+"""ROS-free closed loop in the sim (scripted expert or a learned checkpoint): success rates and goal images.
 
 The loop is the policy node's, in simulated time and without threads: System 2 (the privileged
 :class:`~vla_mpc.models.scripted.ScriptedSystem2`) every ``1 / latent_rate_hz``, System 1 every
@@ -11,6 +11,11 @@ chunk starts one control period ahead). The task predicate is checked at ``succe
 ``python -m vla_mpc.sim.rollout --robot panda --kind all --episodes 20`` prints one JSON line:
 ``{"robot", "episodes", "seed_start", "expert_sr": {kind: SR}, "time_to_success_s": {kind: mean
 over successes}, "failed_seeds": {kind: [...]}, "wall_s"}``.
+
+``--checkpoint DIR`` runs a learned policy instead (:mod:`vla_mpc.models.learned`; System 2 sees the
+``front`` camera rendered at the sim node's 224 x 224 each time it runs) and reports ``sr`` in
+place of ``expert_sr``. This is a quick offline check of a checkpoint: inference takes no sim time
+here, so it is optimistic against the live graph, where ``python -m vla_mpc.eval`` is the measure.
 No rclpy here.
 """
 
@@ -119,19 +124,23 @@ def run_episode(
     *,
     render_every_s: float | None = None,
     camera: str | None = None,
+    system2_cameras: Sequence[str] | None = None,
 ) -> EpisodeResult:
     """Reset ``sim`` to ``episode`` and run the expert closed loop until success or the limit.
 
     Args:
         sim: a ``SimRobot`` of ``episode.robot``.
         episode: from ``tasks.sample_episode``.
-        system2: a System 2 backend taking privileged object positions (``ScriptedSystem2``).
-        system1: a System 1 backend (``ScriptedSystem1``); its ``chunk_size``/``dt`` set the
-            streamer.
+        system2: a System 2 backend: ``ScriptedSystem2`` (privileged object positions) or one
+            that reads camera frames (``LearnedSystem2``: give ``system2_cameras``).
+        system1: a System 1 backend (``ScriptedSystem1``, ``LearnedSystem1``); its
+            ``chunk_size``/``dt`` set the streamer. It receives the measured velocities too.
         config: loop settings.
         render_every_s: render ``camera`` this often [s of sim time] into ``frames`` (the first
             frame at t = 0, the last at the end); None: no rendering.
         camera: camera name (default the sim's first).
+        system2_cameras: cameras rendered for System 2 each time it runs (None: System 2 gets no
+            images, only the object positions).
 
     Returns:
         The :class:`EpisodeResult`.
@@ -162,7 +171,8 @@ def run_episode(
     k = 0
     for k in range(steps + 1):
         t = sim.time - t0
-        q = sim.joint_state()[1][:n]
+        _names, q_all, v_all = sim.joint_state()
+        q, v = q_all[:n], v_all[:n]
         if every_frame is not None and k % every_frame == 0:
             frames.append(sim.render(camera))
             frame_times.append(t)
@@ -180,11 +190,12 @@ def run_episode(
             break
         if k % every_latent == 0:
             objects = {name: pose[0] for name, pose in sim.object_poses().items()}
-            z = system2.infer({}, episode.instruction, objects)
+            images = {c: sim.render(c) for c in (system2_cameras or ())}
+            z = system2.infer(images, episode.instruction, objects)
         if k % every_chunk == 0 and z is not None:
             t_start = t + dt
             prefix = None if streamer.empty else streamer.committed(t_start, 2)
-            chunk = system1.infer(z, q, prefix)
+            chunk = system1.infer(z, q, prefix, velocity=v)
             streamer.submit(chunk, t_start, t_now=t)
         target = streamer.sample(t + dt, default=q)
         sim.set_position_target(target)
@@ -271,6 +282,53 @@ def expert_success_rates(robot: str, kinds: Sequence[str], episodes: int,
     return out
 
 
+def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], episodes: int,
+                          seed_start: int = EVAL_SEED_OFFSET, config: RolloutConfig | None = None,
+                          image_size: int = 224, threads: int = 2) -> dict[str, Any]:
+    """Run a learned policy checkpoint ROS-free on seeds ``seed_start ..`` of each kind.
+
+    Args:
+        checkpoint: a policy checkpoint directory (or a training output directory: its ``best``).
+        image_size: the rendered camera side [px] (the sim node's ``image_width`` / ``image_height``).
+        threads: torch intra-op threads.
+
+    Returns:
+        ``{"robot", "checkpoint", "episodes", "seed_start", "sr": {kind: float}, "time_to_success_s":
+        {kind: mean [s] or None}, "failed_seeds": {kind: [int]}, "wall_s": float}``.
+
+    Raises:
+        CheckpointError: a missing, corrupt or mismatched checkpoint.
+    """
+    import torch
+
+    from vla_mpc.core.robot_model import load_robot_spec
+    from vla_mpc.models.learned import load_learned_backends
+    from vla_mpc.sim.sim_robot import SimRobot
+
+    torch.set_num_threads(max(1, int(threads)))
+    t_wall = time.perf_counter()
+    spec = load_robot_spec(robot)
+    policy, s2, make_s1 = load_learned_backends(checkpoint, spec.joint_names)
+    s1 = make_s1()
+    cams = tuple(policy.config.cameras)
+    sim = SimRobot(spec, cameras=cams, image_size=(image_size, image_size))
+    out: dict[str, Any] = {"robot": robot, "checkpoint": str(checkpoint), "episodes": episodes,
+                           "seed_start": seed_start, "sr": {}, "time_to_success_s": {}, "failed_seeds": {}}
+    try:
+        for kind in kinds:
+            results = [run_episode(sim, sample_episode(robot, kind, seed_start + i), s2, s1, config,
+                                   system2_cameras=cams) for i in range(episodes)]
+            ok = [r for r in results if r.success]
+            out["sr"][kind] = len(ok) / max(1, episodes)
+            out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
+                                              if ok else None)
+            out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
+    finally:
+        sim.close()
+    out["wall_s"] = round(time.perf_counter() - t_wall, 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m vla_mpc.sim.rollout``: expert success rates as one JSON line on stdout."""
     ap = argparse.ArgumentParser(prog="python -m vla_mpc.sim.rollout", description=__doc__.split("\n")[0])
@@ -280,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=20, help="episodes (seeds) per kind")
     ap.add_argument("--seed-start", type=int, default=EVAL_SEED_OFFSET,
                     help=f"first seed (default the evaluation seeds, {EVAL_SEED_OFFSET})")
+    ap.add_argument("--checkpoint", default=None,
+                    help="learned policy checkpoint (or training output) directory; default: the scripted expert")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for --checkpoint (default 2)")
     args = ap.parse_args(argv)
     kinds = args.kind or ["all"]
     if "all" in kinds:
@@ -287,7 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     bad = [k for k in kinds if k not in TASK_KINDS]
     if bad or args.episodes < 1:
         ap.error(f"unknown kinds {bad}" if bad else "--episodes must be >= 1")
-    print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start)))
+    if args.checkpoint is None:
+        print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start)))
+        return 0
+    from vla_mpc.models.checkpoint import CheckpointError
+
+    try:
+        print(json.dumps(learned_success_rates(args.checkpoint, args.robot, kinds, args.episodes,
+                                               args.seed_start, threads=args.threads)))
+    except CheckpointError as exc:
+        print(f"rollout: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -395,6 +395,30 @@ class SimRobot:
             self.data.ctrl[g["act"]] = g["open_ctrl"] + s * (g["closed_ctrl"] - g["open_ctrl"])
         return self._target.copy()
 
+    def teleport_arm(self, q_arm: Sequence[float] | np.ndarray) -> None:
+        """Place the arm joints at ``q_arm`` at once (no physics step, velocities zeroed) and make
+        it the servo target, so the next frame shows that pose. For rendering scene variations
+        (``vla_mpc.training.scenes``), not for control: nothing is checked for collisions.
+
+        Args:
+            q_arm: (n_arm,) arm joint positions over the first ``n_arm`` ``spec.joint_names`` [rad];
+                clipped to the joint limits.
+
+        Raises:
+            ValueError: wrong length or non-finite values (nothing is changed).
+        """
+        q = np.asarray(q_arm, dtype=float).reshape(-1)
+        if q.shape != (self._n_arm,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"teleport_arm needs {self._n_arm} finite arm positions, got {q.tolist()}")
+        q = np.clip(q, self.lower[: self._n_arm], self.upper[: self._n_arm])
+        d = self.data
+        d.qpos[self._robot_qadr[self._arm_idx_in_robot]] = q
+        d.qvel[self._robot_dadr[self._arm_idx_in_robot]] = 0.0
+        target = self._target.copy()
+        target[: self._n_arm] = q
+        self.set_position_target(target)
+        self._mujoco.mj_forward(self.model, d)
+
     @property
     def position_target(self) -> np.ndarray:
         """(n,) current servo target over ``spec.joint_names``."""

@@ -329,6 +329,62 @@ def is_success(
     return bool(over and resting)
 
 
+#: Number of task keypoints :func:`task_keypoints` returns.
+NUM_TASK_KEYPOINTS = 2
+
+
+def task_keypoints(task: Task, objects: Mapping[str, Sequence[Any]]) -> np.ndarray:
+    """Where the task is, as two points [m] in the frame of ``objects`` (``base_link`` in the sim).
+
+    Row 0 is the centre of the task's object now. Row 1 is where the task wants something:
+
+    * reach: the centre of the object's top face (the point the reach predicate measures);
+    * push: ``origin + push_distance * direction`` (the nearest point that satisfies the predicate);
+    * pick: the object centre raised by ``lift_height`` plus half its height;
+    * pick_place: the centre of the destination's top face.
+
+    These are the auxiliary targets System 2 learns to read from its camera frame (the policy's
+    ``aux_keypoints``): they tie ``z`` to the object the instruction names. The idea of supervising
+    a policy's visual features with object positions is that of Levine et al. 2016 (end-to-end
+    visuomotor policies, Sec. 4.2: feature points pretrained on object poses).
+
+    Args:
+        task: a parsed task (push: with ``origin``, :func:`bind_origin`).
+        objects: ``{name: (position (3,), ...[, size (3,) as the 4th item])}``; without a size a
+            height of 0 is used.
+
+    Returns:
+        (2, 3) float64.
+
+    Raises:
+        KeyError: the task's object or destination is not in ``objects``.
+        ValueError: a push task without ``origin``.
+    """
+    for name in (task.object_name, task.destination):
+        if name is not None and name not in objects:
+            raise KeyError(f"task object {name!r} not in scene {sorted(objects)}")
+
+    def centre_and_half_height(name: str) -> tuple[np.ndarray, float]:
+        item = objects[name]
+        pos = np.asarray(item[0], float).reshape(3)
+        half_h = 0.5 * float(np.asarray(item[3], float).reshape(3)[2]) if len(item) > 3 else 0.0
+        return pos, half_h
+
+    pos, half_h = centre_and_half_height(task.object_name)
+    if task.kind == "reach":
+        goal = pos + np.array([0.0, 0.0, half_h])
+    elif task.kind == "push":
+        if task.origin is None:
+            raise ValueError(f"push task {task.instruction!r} has no origin (bind_origin at episode start)")
+        goal = np.asarray(task.origin, float) + task.push_distance * np.asarray(task.direction, float)
+    elif task.kind == "pick":
+        goal = pos + np.array([0.0, 0.0, task.lift_height + half_h])
+    else:
+        dpos, dhalf = centre_and_half_height(task.destination)
+        goal = dpos + np.array([0.0, 0.0, dhalf])
+    return np.stack([pos, goal])
+
+
 def instruction_templates(kind: str) -> tuple[str, ...]:
     """Instruction templates of ``kind`` (placeholders ``{object}``, ``{direction}`` (a phrase of
     :data:`DIRECTION_PHRASES`), ``{destination}``; object names are written with spaces).

@@ -23,6 +23,12 @@ the camera, ``/joint_states`` and ``/vla_mpc/joint_command`` stamps all come fro
   last command of the episode the last command repeats. Frames stamped before the episode's first
   command (the policy not running yet) are dropped: their target is undefined.
 - ``timestamps``: frame stamp minus the stamp of the episode window's first frame [s].
+- ``keypoints`` (optional file): (N, 2, 3) float32 [m, ``base_link``], the two task keypoints of
+  :func:`vla_mpc.sim.tasks.task_keypoints` (the instruction's object now, and where the task wants
+  it) from the newest ``/vla_mpc/sim/object_poses`` with stamp <= the frame's stamp; the push origin
+  is the object's position in the window's first object message. NaN where the bag has no object
+  poses or the instruction does not parse against them (``meta["keypoint_rows"]`` counts the rows
+  that have them). These are System 2's auxiliary targets (``training/policy.py``).
 
 Damaged bags never stop a conversion: a bag rosbags cannot open (no ``metadata.yaml``, an MCAP
 without footer after a crash or truncation) is scanned record by record up to the first damaged
@@ -54,6 +60,7 @@ READY_TOPIC = "/vla_mpc/sim/episode_ready"
 SUCCESS_TOPIC = "/vla_mpc/sim/task_success"
 JOINT_STATES_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/vla_mpc/joint_command"
+OBJECTS_TOPIC = "/vla_mpc/sim/object_poses"
 STD_FLOOR = 1e-3  # contract B: std floored so normalisation never divides by ~0
 VAL_EVERY = 10    # contract B: every 10th episode is validation
 
@@ -408,6 +415,7 @@ class _BagContent:
     js: list[tuple[float, tuple[str, ...], np.ndarray, np.ndarray]] = field(default_factory=list)
     cmds: list[tuple[int, float, tuple[str, ...], np.ndarray]] = field(default_factory=list)
     successes: list[tuple[int, bool]] = field(default_factory=list)
+    objects: list[tuple[int, float, dict]] = field(default_factory=list)  # (receive ns, stamp, {name: (pos, size)})
 
 
 def _select(names: Sequence[str], values: np.ndarray, wanted: Sequence[str]) -> np.ndarray | None:
@@ -415,6 +423,47 @@ def _select(names: Sequence[str], values: np.ndarray, wanted: Sequence[str]) -> 
     if any(w not in index for w in wanted) or len(values) < len(names):
         return None
     return np.asarray([values[index[w]] for w in wanted], dtype=np.float64)
+
+
+def episode_keypoints(instruction: str | None, frame_t: np.ndarray,
+                      objects: Sequence[tuple[int, float, dict]]) -> np.ndarray:
+    """Task keypoints per frame of one episode (the ``keypoints`` array, module docstring).
+
+    Args:
+        instruction: the episode's instruction.
+        frame_t: (n,) frame stamps [s] of the episode's rows.
+        objects: the episode window's ``/vla_mpc/sim/object_poses`` as (receive ns, stamp [s],
+            {name: (position (3,), size (3,))}), in receive order.
+
+    Returns:
+        (n, 2, 3) float64; rows with no earlier object message, or all rows when the instruction
+        does not parse against the objects, are NaN (never raises for bad data).
+    """
+    from vla_mpc.sim.tasks import bind_origin, parse_instruction, task_keypoints
+
+    out = np.full((len(frame_t), 2, 3), np.nan)
+    if not instruction or not objects or not len(frame_t):
+        return out
+    objs = sorted(objects, key=lambda o: o[1])
+    stamps = np.array([o[1] for o in objs])
+    try:
+        task = parse_instruction(instruction, list(objs[0][2]))
+        task = bind_origin(task, {k: (v[0],) for k, v in objs[0][2].items()})
+    except (ValueError, KeyError):
+        return out
+    idx = np.searchsorted(stamps, np.asarray(frame_t, float), side="right") - 1
+    cache: dict[int, np.ndarray] = {}
+    for r, i in enumerate(idx):
+        if i < 0:
+            continue
+        if i not in cache:
+            scene = {k: (v[0], None, None, v[1]) for k, v in objs[i][2].items()}
+            try:
+                cache[i] = task_keypoints(task, scene)
+            except (KeyError, ValueError):
+                cache[i] = np.full((2, 3), np.nan)
+        out[r] = cache[i]
+    return out
 
 
 class Converter:
@@ -446,6 +495,7 @@ class Converter:
         self._actions: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
         self._ep_index: list[np.ndarray] = []
+        self._keypoints: list[np.ndarray] = []
         self._frame_dts: list[np.ndarray] = []
         self.rows = 0
 
@@ -465,6 +515,18 @@ class Converter:
                                np.asarray(msg.velocity, dtype=np.float64)))
         elif m.topic == COMMAND_TOPIC:
             content.cmds.append((m.log_ns, _stamp(msg), tuple(msg.name), np.asarray(msg.position, dtype=np.float64)))
+        elif m.topic == OBJECTS_TOPIC:
+            objs, stamp = {}, None
+            for mk in msg.markers:
+                if mk.action != 0:  # visualization_msgs/Marker ADD = 0; DELETE / DELETEALL carry no pose
+                    continue
+                p, sc = mk.pose.position, mk.scale
+                pos, size = np.array([p.x, p.y, p.z]), np.array([sc.x, sc.y, sc.z])
+                if np.all(np.isfinite(pos)) and np.all(np.isfinite(size)):
+                    objs[mk.ns] = (pos, size)
+                    stamp = _stamp(mk) if stamp is None else stamp
+            if objs and stamp is not None:
+                content.objects.append((m.log_ns, stamp, objs))
         else:  # observation image
             t = _stamp(msg)
             frame = resize_frame(decode_image(msg), self.image_size)
@@ -478,7 +540,7 @@ class Converter:
         """Read ``bag`` and add its episodes' rows. Records damage in the meta lists; never raises
         for a damaged bag."""
         topics = [EPISODE_TOPIC, READY_TOPIC, SUCCESS_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC,
-                  observation_topic(self.camera)]
+                  OBJECTS_TOPIC, observation_topic(self.camera)]
         read = read_bag(bag, topics)
         content = _BagContent()
         for m in read.messages:
@@ -538,6 +600,8 @@ class Converter:
                 "complete": ep.end is not None, "start": self.rows, "stop": self.rows + n,
             })
             self._sel_frames.append(frame_rows[in_win][rows.frame_ids])
+            self._keypoints.append(episode_keypoints(ep.start.get("instruction"), frame_t[in_win][rows.frame_ids],
+                                                     [o for o in c.objects if ep.open_ns <= o[0] <= ep.close_ns]))
             self._proprio.append(rows.proprio)
             self._actions.append(rows.actions)
             self._times.append(rows.timestamps)
@@ -601,6 +665,10 @@ class Converter:
         np.save(self.out / "actions.npy", actions)
         np.save(self.out / "episode_index.npy", np.concatenate(self._ep_index))
         np.save(self.out / "timestamps.npy", np.concatenate(self._times))
+        keypoints = np.concatenate(self._keypoints).astype(np.float32)
+        keypoint_rows = int(np.isfinite(keypoints).all(axis=(1, 2)).sum())
+        if keypoint_rows:
+            np.save(self.out / "keypoints.npy", keypoints)
         dts = np.concatenate(self._frame_dts) if self._frame_dts else np.zeros(0)
         # measured camera rate (median frame spacing in sim time); None when no episode has 2 rows
         rate = float(round(1.0 / float(np.median(dts)), 2)) if dts.size and np.median(dts) > 0 else None
@@ -611,6 +679,7 @@ class Converter:
             "partial_bags": self.partial_bags, "skipped_episodes": self.skipped_episodes,
             "bad_messages": self.bad_messages,
             "stats": {"proprio": compute_stats(proprio), "action": compute_stats(actions)},
+            "keypoint_rows": keypoint_rows,
             "source_bags": [str(b) for b in bags],
             "conversion": {"seconds": round(seconds, 3), "rows": self.rows,
                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -651,10 +720,12 @@ class Dataset:
     Attributes:
         meta: ``meta.json``.
         frames: (N, S, S, 3) uint8; proprio: (N, 2*dof) float32; actions: (N, chunk_size, dof)
-        float32; episode_index: (N,) int32; timestamps: (N,) float64 [s].
+        float32; episode_index: (N,) int32; timestamps: (N,) float64 [s]; keypoints: (N, 2, 3)
+        float32 [m] or None (datasets converted before keypoints existed, or bags without object poses).
     """
 
     ARRAYS = ("frames", "proprio", "actions", "episode_index", "timestamps")
+    OPTIONAL_ARRAYS = ("keypoints",)
 
     def __init__(self, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         self.path = Path(path)
@@ -664,6 +735,7 @@ class Dataset:
         self.actions = arrays["actions"]
         self.episode_index = arrays["episode_index"]
         self.timestamps = arrays["timestamps"]
+        self.keypoints = arrays.get("keypoints")
 
     @classmethod
     def load(cls, path: Path | str) -> "Dataset":
@@ -692,12 +764,21 @@ class Dataset:
                 arrays[name] = np.load(f, mmap_mode="r")
             except ValueError as exc:
                 raise ValueError(f"dataset: {f} is not a readable .npy file: {exc}") from exc
+        for name in cls.OPTIONAL_ARRAYS:
+            f = path / f"{name}.npy"
+            if f.is_file():
+                try:
+                    arrays[name] = np.load(f, mmap_mode="r")
+                except ValueError as exc:
+                    raise ValueError(f"dataset: {f} is not a readable .npy file: {exc}") from exc
         n = arrays["frames"].shape[0]
         dof, s, c = len(meta["joint_names"]), meta["image_size"], meta["chunk_size"]
         expected = {"frames": ((n, s, s, 3), np.uint8), "proprio": ((n, 2 * dof), np.float32),
                     "actions": ((n, c, dof), np.float32), "episode_index": ((n,), np.int32),
-                    "timestamps": ((n,), np.float64)}
+                    "timestamps": ((n,), np.float64), "keypoints": ((n, 2, 3), np.float32)}
         for name, (shape, dtype) in expected.items():
+            if name not in arrays:
+                continue
             a = arrays[name]
             if a.shape != shape or a.dtype != dtype:
                 raise ValueError(f"dataset: {path / (name + '.npy')} is {a.shape} {a.dtype}, "

@@ -286,7 +286,8 @@ def _validate(module: torch.nn.Module, make_batch: MakeBatch, config: TrainConfi
 
 
 def train(module: torch.nn.Module, make_batch: MakeBatch, out_dir: Path, config: TrainConfig,
-          save: SaveFn, resume: bool = False, progress: bool = True) -> TrainResult:
+          save: SaveFn, resume: bool = False, progress: bool = True,
+          summary_extra: dict | None = None) -> TrainResult:
     """Train ``module`` (see the module docstring for what happens when).
 
     Args:
@@ -297,6 +298,8 @@ def train(module: torch.nn.Module, make_batch: MakeBatch, out_dir: Path, config:
         save: writes a complete checkpoint of ``module`` into the (existing, empty) directory given.
         resume: continue from ``out_dir/last`` (FileNotFoundError if it is missing).
         progress: show a tqdm bar (stderr).
+        summary_extra: JSON-serialisable fields added to ``train_summary.json`` (e.g. ``init``: the
+            checkpoint a staged run started from, whose minutes count towards this model's cost).
 
     Returns:
         TrainResult for the whole training (steps and minutes include resumed runs).
@@ -340,7 +343,7 @@ def train(module: torch.nn.Module, make_batch: MakeBatch, out_dir: Path, config:
     def write_summary(stop_reason: str) -> None:
         summary = {"steps": step, "minutes": minutes(), "train_loss": last_train, "val_loss": last_val,
                    "best_val_loss": best_val if math.isfinite(best_val) else None, "best_step": best_step,
-                   "stop_reason": stop_reason, "config": asdict(config)}
+                   "stop_reason": stop_reason, "config": asdict(config), **(summary_extra or {})}
         text = json.dumps(summary, indent=1)
         (out_dir / SUMMARY_FILE).write_text(text)
         for name in ("last", "best"):

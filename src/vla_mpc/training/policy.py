@@ -67,7 +67,8 @@ def make_policy_batch(
 
     Returns:
         ``images`` uint8 (B, S, S, 3), ``text_emb`` float32 (B, 384), ``proprio`` float32 (B, 2A),
-        ``actions`` float32 (B, H, A).
+        ``actions`` float32 (B, H, A); when the dataset has keypoints also ``keypoints`` float32
+        (B, 2, 3) [m] of the (older) frame's row, NaN where unknown.
 
     Raises:
         ValueError: an empty split or an instruction without an embedding.
@@ -85,17 +86,57 @@ def make_policy_batch(
         emb = np.stack([text_emb[instructions[r]] for r in pick]).astype(np.float32)
     except KeyError as exc:
         raise ValueError(f"no text embedding for instruction {exc.args[0]!r}") from exc
-    return {
+    batch = {
         "images": torch.from_numpy(np.ascontiguousarray(dataset.frames[older])),
         "text_emb": torch.from_numpy(emb),
         "proprio": torch.from_numpy(np.asarray(dataset.proprio[pick], dtype=np.float32)),
         "actions": torch.from_numpy(np.asarray(dataset.actions[pick], dtype=np.float32)),
     }
+    if getattr(dataset, "keypoints", None) is not None:
+        batch["keypoints"] = torch.from_numpy(np.asarray(dataset.keypoints[older], dtype=np.float32))
+    return batch
 
 
-def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, **overrides: Any) -> DualSystemPolicy:
+def make_scene_batch(scenes: Sequence[Any], sizes: np.ndarray, text_emb: dict[str, np.ndarray],
+                     rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+    """``batch_size`` random frames drawn uniformly over all ``scenes`` (:class:`~vla_mpc.training.
+    scenes.SceneSet`; ``sizes`` their lengths): ``scene_images`` uint8 (B2, S, S, 3),
+    ``scene_text_emb`` float32 (B2, 384), ``scene_keypoints`` float32 (B2, 2, 3) [m]."""
+    flat = np.sort(rng.integers(0, int(sizes.sum()), size=batch_size))
+    which = np.searchsorted(np.cumsum(sizes), flat, side="right")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    images, embs, kps = [], [], []
+    for k in np.unique(which):
+        idx = flat[which == k] - starts[k]
+        sc = scenes[k]
+        images.append(np.asarray(sc.frames[idx]))
+        kps.append(np.asarray(sc.keypoints[idx], dtype=np.float32))
+        embs.extend(text_emb[t] for t in sc.instructions[idx])
+    return {"scene_images": torch.from_numpy(np.concatenate(images)),
+            "scene_text_emb": torch.from_numpy(np.stack(embs).astype(np.float32)),
+            "scene_keypoints": torch.from_numpy(np.concatenate(kps))}
+
+
+def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints: np.ndarray | None = None,
+                 **overrides: Any) -> DualSystemPolicy:
     """A fresh policy for a dataset: config from ``meta.json`` (robot, joints, camera, image size,
-    chunk size / dt) plus ``overrides``; stats = ``meta["stats"]`` + ``action_delta``."""
+    chunk size / dt) plus ``overrides``; stats = ``meta["stats"]`` + ``action_delta`` (+ ``keypoints``
+    over the finite rows of ``keypoints`` (N, 2, 3), which also turns ``keypoint_head`` on unless an
+    override says otherwise).
+
+    Raises:
+        ValueError: ``keypoint_head`` requested but ``keypoints`` has no finite row.
+    """
+    finite = None
+    if keypoints is not None:
+        flat = np.asarray(keypoints, dtype=np.float64).reshape(len(keypoints), -1)
+        finite = flat[np.isfinite(flat).all(axis=1)]
+        if len(finite) == 0:
+            finite = None
+    overrides.setdefault("keypoint_head", finite is not None)
+    if overrides["keypoint_head"] and finite is None:
+        raise ValueError("keypoint_head needs a dataset with keypoints (convert bags that recorded "
+                         "/vla_mpc/sim/object_poses)")
     config = PolicyConfig(
         robot=meta["robot"], joint_names=tuple(meta["joint_names"]), cameras=(meta.get("camera", "front"),),
         image_size=int(meta["image_size"]), chunk_size=int(meta["chunk_size"]), chunk_dt=float(meta["chunk_dt"]),
@@ -103,6 +144,8 @@ def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, **overrid
     )
     stats = dict(meta["stats"])
     stats["action_delta"] = delta_action_stats(proprio, actions)
+    if config.keypoint_head:
+        stats["keypoints"] = {"mean": finite.mean(0).tolist(), "std": np.maximum(finite.std(0), 1e-3).tolist()}
     return DualSystemPolicy(config, stats)
 
 
@@ -118,6 +161,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--scenes", type=Path, nargs="*", default=[],
+                    help="scene set directories (python -m vla_mpc.train scenes) whose rendered layouts join "
+                         "System 2's keypoint loss")
+    ap.add_argument("--scene-batch-size", type=int, default=32, help="scene frames per training batch (default 32)")
+    ap.add_argument("--no-keypoint-condition", dest="keypoint_condition", action="store_false",
+                    help="do not give System 1 the end-effector-relative keypoints (default: given whenever "
+                         "the dataset has keypoints)")
+    ap.add_argument("--keypoint-weight", type=float, default=None,
+                    help="weight of System 2's auxiliary task-keypoint loss (default: the PolicyConfig's, 1.0; "
+                         "the head is on whenever the dataset has keypoints; 0 trains it without effect on z)")
     ap.add_argument("--max-latent-lag", type=int, default=DEFAULT_MAX_LATENT_LAG,
                     help="frames the System 2 input may lag the proprio/actions (default 4 = 0.4 s at 10 Hz)")
     return ap.parse_args(argv)
@@ -127,6 +180,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     """Entry point for ``python -m vla_mpc.train policy``; ``args`` is a parsed namespace or argv."""
     from vla_mpc.models.text import TextEncoder
     from vla_mpc.training.dataset import Dataset
+    from vla_mpc.training.scenes import SceneSet
     from vla_mpc.training.loop import TrainConfig, train
 
     if not isinstance(args, argparse.Namespace):
@@ -135,20 +189,35 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     opt = {k: getattr(args, k, v) for k, v in defaults.items()}
     ds = Dataset.load(opt["dataset"])
     torch.manual_seed(opt["seed"])
-    policy = build_policy(ds.meta, ds.proprio, ds.actions, sampler=opt["sampler"])
+    policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
+                          keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
+                          **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     instructions = _instruction_of_rows(ds)
-    text_emb = TextEncoder().encode_many(sorted(set(instructions.tolist())))
+    scenes = [SceneSet.load(p) for p in opt["scenes"]]
+    for sc in scenes:
+        if sc.meta["robot"] != ds.meta["robot"] or int(sc.meta["image_size"]) != int(ds.meta["image_size"]):
+            raise ValueError(f"scenes {sc.path}: robot {sc.meta['robot']!r} / image_size {sc.meta['image_size']} "
+                             f"do not match the dataset's {ds.meta['robot']!r} / {ds.meta['image_size']}")
+    scene_instr = [sc.instructions for sc in scenes]
+    all_instr = set(instructions.tolist()).union(*[set(i.tolist()) for i in scene_instr])
+    text_emb = TextEncoder().encode_many(sorted(all_instr))
     # Behaviour cloning learns from the successful demonstrations only (failed ones stay in the
     # dataset for the world model and for inspection).
     rows = {s: ds.rows(s, success_only=True) for s in ("train", "val")}
     if len(rows["val"]) == 0:
         rows["val"] = rows["train"]  # tiny datasets: validate on training rows (noted in the summary)
 
+    scene_sizes = np.array([len(sc) for sc in scenes], dtype=np.int64)
+
     def make_batch(split: str, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        return make_policy_batch(ds, text_emb, split, rng, batch_size, max_latent_lag=opt["max_latent_lag"],
-                                 rows=rows[split], instructions=instructions)
+        batch = make_policy_batch(ds, text_emb, split, rng, batch_size, max_latent_lag=opt["max_latent_lag"],
+                                  rows=rows[split], instructions=instructions)
+        if split == "train" and scenes and policy.config.keypoint_head:
+            batch.update(make_scene_batch(scenes, scene_sizes, text_emb, rng, opt["scene_batch_size"]))
+        return batch
 
     extra = {"dataset": str(Path(opt["dataset"]).resolve()), "episodes": len(ds.meta["episodes"]),
+             "scenes": [str(Path(p).resolve()) for p in opt["scenes"]], "scene_frames": int(scene_sizes.sum()),
              "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"]}
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
                          lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])

@@ -14,7 +14,10 @@ Training: ``vla_mpc.training.loop.train`` (AdamW, warm-up + cosine, validation o
 split, ``best/`` and ``last/`` checkpoints written by ``save_world_model``: ``model.safetensors`` +
 ``config.json``). Two stages (V-JEPA 2-AC trains its predictor on a frozen encoder): stage one
 trains everything (``JepaNet.loss``); stage two, ``--init O1/best --freeze-encoder``, trains the
-predictor alone on the frozen encoder's latents. At the end, ``O/prediction_report.json`` holds the multi-step prediction error
+predictor alone on the frozen encoder's latents. ``--scenes DIR...`` (scene sets with
+``joint_positions``, ``python -m vla_mpc.train scenes``) adds ``--pose-batch-size`` single rendered
+frames per step to the proprio term of stage one: many more arm poses than the episodes hold, so the
+image -> joints read-out that the ``decoded`` goal route uses generalises. At the end, ``O/prediction_report.json`` holds the multi-step prediction error
 of the best checkpoint against the copy-last-latent baseline on validation windows
 (``prediction_error_report``).
 """
@@ -89,6 +92,30 @@ def make_world_model_batch(dataset: Any, split: str, rng: np.random.Generator, b
             "actions": torch.from_numpy(np.ascontiguousarray(actions))}
 
 
+def load_pose_sets(paths: Sequence[str | Path], dataset: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frames (M, S, S, 3) uint8 and joint positions (M, n) float32 of scene sets, concatenated
+    (loaded into memory), or None for no paths.
+
+    Raises:
+        ValueError: a set without ``joint_positions``, or whose joints / image size differ from
+            the dataset's.
+    """
+    from vla_mpc.training.scenes import SceneSet
+
+    frames, qs = [], []
+    for p in paths:
+        sc = SceneSet.load(p)
+        if sc.joint_positions is None:
+            raise ValueError(f"scenes {p}: no joint_positions.npy (regenerate with python -m vla_mpc.train scenes)")
+        if list(sc.meta.get("joint_names", [])) != list(dataset.meta["joint_names"]) \
+                or int(sc.meta["image_size"]) != int(dataset.meta["image_size"]):
+            raise ValueError(f"scenes {p}: joints {sc.meta.get('joint_names')} / image size {sc.meta['image_size']} "
+                             f"differ from the dataset's {dataset.meta['joint_names']} / {dataset.meta['image_size']}")
+        frames.append(np.asarray(sc.frames))
+        qs.append(np.asarray(sc.joint_positions, dtype=np.float32))
+    return (np.concatenate(frames), np.concatenate(qs)) if frames else None
+
+
 def build_net(dataset: Any, latent_dim: int = 32, **kwargs: Any) -> Any:
     """A fresh ``JepaNet`` for ``dataset``: joints from ``meta["joint_names"]`` (checked against
     the robot config ``meta["robot"]``), limits from the robot config, ``dt`` = 1 /
@@ -131,6 +158,11 @@ def parse_args(args: Sequence[str] | argparse.Namespace | None) -> argparse.Name
     ap.add_argument("--variance-target", type=float, default=0.5, help="VICReg gamma (per-dimension std)")
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--init", default=None, help="start from this checkpoint directory (weights and config)")
+    ap.add_argument("--scenes", nargs="*", default=[],
+                    help="scene sets (with joint_positions) whose frames join the proprio term (stage one)")
+    ap.add_argument("--pose-batch-size", type=int, default=64, help="scene frames per step with --scenes")
+    ap.add_argument("--proprio-head-hidden", type=int, default=0,
+                    help="hidden width of the proprio head (0: linear, the original head)")
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="stage two: train the predictor only, on the frozen encoder's latents (use with --init)")
     ap.add_argument("--threads", type=int, default=2)
@@ -154,20 +186,31 @@ def train_world_model(dataset: Any, out: Path, args: argparse.Namespace, progres
     else:
         net = build_net(dataset, latent_dim=args.latent_dim, ema_decay=getattr(args, "ema_decay", 0.95),
                         variance_weight=getattr(args, "variance_weight", 1.0),
-                        variance_target=getattr(args, "variance_target", 0.5))
+                        variance_target=getattr(args, "variance_target", 0.5),
+                        proprio_head_hidden=getattr(args, "proprio_head_hidden", 0))
     if getattr(args, "freeze_encoder", False):
         net.freeze_encoder()
     horizon = args.horizon
     window_starts(dataset, "train", horizon)  # fail early, naming the split
     window_starts(dataset, "val", horizon)
 
+    poses = load_pose_sets(getattr(args, "scenes", None) or [], dataset)
+    pose_batch = int(getattr(args, "pose_batch_size", 64))
+
     def make_batch(split: str, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        return make_world_model_batch(dataset, split, rng, batch_size, horizon)
+        batch = make_world_model_batch(dataset, split, rng, batch_size, horizon)
+        if split == "train" and poses is not None:
+            pick = np.sort(rng.integers(0, len(poses[0]), size=pose_batch))
+            batch["pose_frames"] = torch.from_numpy(np.ascontiguousarray(poses[0][pick]))
+            batch["pose_q"] = torch.from_numpy(np.ascontiguousarray(poses[1][pick]))
+        return batch
 
     cfg = TrainConfig(max_steps=args.steps, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                       warmup_steps=min(100, max(1, args.steps // 10)), val_every=args.val_every, val_batches=4,
                       checkpoint_every=max(args.val_every, 500), seed=args.seed, num_threads=args.threads)
-    result = train(net, make_batch, out, cfg, save_world_model, resume=args.resume, progress=progress)
+    extra = {"init": str(Path(args.init).resolve())} if getattr(args, "init", None) else None
+    result = train(net, make_batch, out, cfg, save_world_model, resume=args.resume, progress=progress,
+                   summary_extra=extra)
     best = out / "best" if (out / "best" / "config.json").is_file() else out / "last"
     trained = load_world_model(best)
     rng = np.random.default_rng(12345)
