@@ -53,7 +53,7 @@ def test_goal_set_poses_and_images(goals, robot, sim):
 
 def test_oracle_route_reaches_the_goals_within_3cm(goals, sim):
     res = gr.evaluate(None, cycles=30, sim=sim, goals=goals)
-    assert set(res["routes"]) == {"oracle"} and "no world-model checkpoint" in res["note"]
+    assert set(res["routes"]) == {"oracle"} and "no world-model or goal-pose checkpoint" in res["note"]
     r = res["routes"]["oracle"]
     assert r["goal_reach_success"] == 1.0, r
     assert max(r["errors_m"]) < gr.SUCCESS_RADIUS_M
@@ -88,3 +88,35 @@ def test_collected_dataset_loads_as_contract_b(tmp_path):
     home = np.asarray(load_robot_spec("panda").home)
     np.testing.assert_allclose(np.asarray(ds.proprio)[[0, 5, 10], :7], np.tile(home[:7], (3, 1)), atol=1e-6)
     assert np.abs(np.diff(np.asarray(ds.proprio)[:5, :7], axis=0)).max() > 1e-3
+
+
+def test_estimated_route_plans_to_the_end_effector_the_estimator_reads(goals, sim, tmp_path):
+    """A goal-pose estimator that reads goal 0's tool position (fixed output: ee_std ~0) drives the
+    kinematic planner there; for goal 1 the same reading is the wrong place (the route trusts it)."""
+    import torch
+
+    from vla_mpc.models.goal_pose import GoalPoseConfig, GoalPoseEstimator, save_goal_pose
+
+    torch.manual_seed(0)
+    save_goal_pose(GoalPoseEstimator(GoalPoseConfig(robot="panda", image_size=32, width=8, d_model=16, hidden=16,
+                                                    ee_mean=tuple(goals[0].tcp.tolist()), ee_std=(1e-6,) * 3)),
+                   tmp_path / "gp")
+    res = gr.evaluate(None, cycles=30, routes=["estimated"], goal_pose=tmp_path / "gp", sim=sim, goals=goals)
+    errors = res["routes"]["estimated"]["errors_m"]
+    assert errors[0] < gr.SUCCESS_RADIUS_M, errors
+    assert errors[1] > np.linalg.norm(goals[1].sim_tcp - goals[0].tcp) - 0.03, errors
+    with pytest.raises(ValueError, match="goal-pose checkpoint"):
+        gr.evaluate(None, routes=["estimated"], sim=sim, goals=goals)
+
+
+def test_shipped_goal_pose_checkpoint_reads_the_goal_images(goals):
+    """The Franka's shipped estimator (checkpoints/panda/goal_pose) places the tool of each goal
+    image within a few cm of where the sim put it (the full figure: goal_reach eval / bench planner)."""
+    from pathlib import Path
+
+    from vla_mpc.models.goal_pose import load_goal_pose
+
+    model = load_goal_pose(Path(__file__).resolve().parents[1] / "checkpoints" / "panda" / "goal_pose")
+    assert model.config.robot == "panda"
+    for g in goals:
+        assert np.linalg.norm(model.predict(g.image) - g.sim_tcp) < 0.05

@@ -7,6 +7,8 @@ the goal configuration for "the plan moves toward it".
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -202,3 +204,43 @@ def test_jepa_mode_plans_from_a_goal_image(start_node, ros_node, robot, tmp_path
     assert probe.costs[-1] < 0.05 * expected, (probe.costs[-1], expected)
     assert node.stop() == 0
     assert (debug / "imagined_vs_executed.png").stat().st_size > 1000  # written at shutdown
+
+
+def test_goal_pose_estimator_turns_a_goal_image_into_an_end_effector_goal(start_node, ros_node, robot, tmp_path):
+    """goal_pose_checkpoint: the goal image's end-effector position (a tiny estimator whose output is
+    ~fixed at TARGET: ee_std ~0) becomes the kinematic planner's goal; the plan moves toward it."""
+    import torch
+
+    from vla_mpc.models.goal_pose import GoalPoseConfig, GoalPoseEstimator, save_goal_pose
+
+    names, home = list(robot.spec.joint_names), np.asarray(robot.spec.home, dtype=float)
+    home_ee = robot.fk_positions(home[None])[0]
+    target = home_ee + np.array([0.08, 0.06, -0.06])
+    torch.manual_seed(0)
+    save_goal_pose(GoalPoseEstimator(GoalPoseConfig(robot="panda", image_size=32, width=8, d_model=16, hidden=16,
+                                                    ee_mean=tuple(target.tolist()), ee_std=(1e-6,) * 3)),
+                   tmp_path / "gp")
+    node = start_node(MODULE, dict(BASE, mode="mpc", goal_pose_checkpoint=str(tmp_path / "gp")))
+    probe = Probe(ros_node)
+    pub_goal = ros_node.node.create_publisher(Image, "/vla_mpc/goal_image", LATCHED_QOS)
+    pub_goal.publish(conv.numpy_to_image(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8),
+                                         "rgb8"))
+    assert probe.run(names, home, lambda: probe.plan is not None and len(probe.costs) > 5, timeout=40.0), node.log()[-2000:]
+    _, _, pos, _ = conv.trajectory_to_numpy(probe.plan)
+    end = robot.fk_positions(pos[-1][None])[0]
+    assert np.linalg.norm(end - target) < 0.7 * np.linalg.norm(home_ee - target), (end, target)
+    assert "goal image" in node.log() and node.alive()
+    assert node.stop() == 0
+
+
+def test_goal_pose_checkpoint_for_another_robot_fails_configure(start_node, tmp_path):
+    from vla_mpc.models.goal_pose import GoalPoseConfig, GoalPoseEstimator, save_goal_pose
+
+    save_goal_pose(GoalPoseEstimator(GoalPoseConfig(robot="ur5e", image_size=32, width=8, d_model=16, hidden=16)),
+                   tmp_path / "gp")
+    node = start_node(MODULE, dict(BASE, mode="mpc", goal_pose_checkpoint=str(tmp_path / "gp")))
+    deadline = time.monotonic() + 40.0
+    while node.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not node.alive() and node.proc.returncode != 0
+    assert "'ur5e'" in node.log(), node.log()[-2000:]

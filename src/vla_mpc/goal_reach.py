@@ -26,6 +26,8 @@ The loop (``reach_goal``): every cycle renders the camera, reads the joint posit
 * ``decoded``: the kinematic world model with the goal joint configuration decoded from the goal
   image by the learned proprio head (``JepaWorldModel.decode_joint_positions``) and its
   end-effector position by forward kinematics;
+* ``estimated`` (``--goal-pose C``): the kinematic world model with the end-effector position read
+  from the goal image by the goal-pose estimator (:mod:`vla_mpc.models.goal_pose`), no joint goal;
 * ``oracle``: the kinematic world model with the true goal configuration (an upper bound: it
   measures the planner and servo, not perception).
 
@@ -280,6 +282,7 @@ def kinematic_model(robot: Any, dt: float) -> Any:
 
 
 def evaluate(checkpoint: Path | str | None, num_goals: int = 8, cycles: int = 40, routes: Sequence[str] | None = None,
+             goal_pose: Path | str | None = None,
              robot: str = "panda", seed: int = 0, sim: Any = None, goals: list[GoalSample] | None = None) -> dict:
     """Goal-reach figures per route (module docstring).
 
@@ -297,11 +300,13 @@ def evaluate(checkpoint: Path | str | None, num_goals: int = 8, cycles: int = 40
     """
     from vla_mpc.core.robot_model import RobotModel, load_robot_spec
 
-    available = ("jepa", "decoded", "oracle") if checkpoint is not None else ("oracle",)
+    available = (("jepa", "decoded") if checkpoint is not None else ()) + (("estimated",) if goal_pose else ()) \
+        + ("oracle",)
     routes = tuple(available if routes is None else routes)
     missing = [r for r in routes if r not in available]
     if missing:
-        raise ValueError(f"routes {missing} are not available: {'unknown route' if checkpoint is not None else 'they need a world-model checkpoint'}")
+        raise ValueError(f"routes {missing} are not available (have {list(available)}): jepa and decoded need a "
+                         "world-model checkpoint, estimated a goal-pose checkpoint")
     rm = RobotModel(load_robot_spec(robot))
     jepa = None
     note = ""
@@ -312,7 +317,13 @@ def evaluate(checkpoint: Path | str | None, num_goals: int = 8, cycles: int = 40
         dt = jepa.dt
     else:
         dt = 1.0 / FRAME_RATE_HZ
-        note = "no world-model checkpoint: goal images cannot be encoded; only the oracle route ran"
+        if not goal_pose:
+            note = "no world-model or goal-pose checkpoint: goal images cannot be read; only the oracle route ran"
+    estimator = None
+    if goal_pose:
+        from vla_mpc.models.goal_pose import load_goal_pose
+
+        estimator = load_goal_pose(goal_pose)
     own_sim = sim is None
     sim = make_sim(robot) if own_sim else sim
     goals = goal_set(sim, rm, num_goals, seed) if goals is None else goals
@@ -327,6 +338,8 @@ def evaluate(checkpoint: Path | str | None, num_goals: int = 8, cycles: int = 40
                 q_goal = jepa.decode_joint_positions(jepa.encode_image(g.image))
                 model = kin
                 goal = kin.make_goal(joint_positions=q_goal, ee_position=rm.fk_positions(q_goal[None])[0])
+            elif route == "estimated":
+                model, goal = kin, kin.make_goal(ee_position=estimator.predict(g.image))
             else:
                 model, goal = kin, kin.make_goal(joint_positions=g.q, ee_position=g.tcp)
             sim.reset(SCENE_SEED)
@@ -356,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--checkpoint", default=None, help="JEPA world-model checkpoint directory")
     e.add_argument("--goals", type=int, default=8)
     e.add_argument("--cycles", type=int, default=40)
-    e.add_argument("--routes", default=None, help="comma-separated subset of jepa,decoded,oracle")
+    e.add_argument("--routes", default=None, help="comma-separated subset of jepa,decoded,estimated,oracle")
+    e.add_argument("--goal-pose", default=None, help="goal-pose estimator checkpoint (the estimated route)")
     e.add_argument("--json", default=None, help="also write the result to this file")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -365,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = collect_dataset(a.out, episodes=a.episodes, steps=a.steps, seed=a.seed)
         print(json.dumps({"dataset": str(out), "rows": a.episodes * a.steps, "seconds": round(time.monotonic() - t0, 1)}))
         return 0
-    res = evaluate(a.checkpoint, a.goals, a.cycles, None if a.routes is None else a.routes.split(","))
+    res = evaluate(a.checkpoint, a.goals, a.cycles, None if a.routes is None else a.routes.split(","),
+                   goal_pose=a.goal_pose)
     text = json.dumps(res)
     print(text)
     if a.json:

@@ -22,6 +22,7 @@ COMMANDS = {
     "policy": ("vla_mpc.training.policy", "train the dual-system policy (System 2 + System 1)"),
     "world_model": ("vla_mpc.training.world_model", "train the latent world model"),
     "convert": ("vla_mpc.training.dataset", "convert rosbag2 recordings into a training dataset"),
+    "goal_pose": ("vla_mpc.training.goal_pose", "train the goal-image end-effector estimator (planner goals)"),
     "scenes": ("vla_mpc.training.scenes", "render task layouts with keypoints for System 2's keypoint head"),
 }
 

@@ -32,10 +32,12 @@ the run (timed at the start and after each rollout measurement, on the same thre
 time), against the *median* rollout time: on a shared CPU the ratio is a conservative estimate
 (SIM_AND_MODELS.md measured 164-182 GFLOP/s on 2 threads of this CPU).
 
-Goal reach (``goal_reach`` row, only with a checkpoint): ``vla_mpc.goal_reach.evaluate`` over
-``GOAL_REACH_GOALS`` goal images in the sim, routes ``jepa`` (goal-image latent), ``decoded``
-(kinematic model + joint goal decoded by the learned proprio head) and ``oracle`` (true goal
-joints). The checkpoint is the directory in ``$VLA_MPC_WORLD_MODEL`` (default
+Goal reach (``goal_reach`` row, with a world-model and/or goal-pose checkpoint):
+``vla_mpc.goal_reach.evaluate`` over ``GOAL_REACH_GOALS`` goal images in the sim, routes ``jepa``
+(goal-image latent), ``decoded`` (kinematic model + joint goal decoded by the learned proprio
+head), ``estimated`` (kinematic model + end-effector goal read by the goal-pose estimator,
+``$VLA_MPC_GOAL_POSE`` or the shipped ``checkpoints/panda/goal_pose``; the headline figure when
+present) and ``oracle`` (true goal joints). The checkpoint is the directory in ``$VLA_MPC_WORLD_MODEL`` (default
 ``output/world_model/best`` under the current directory); without one the row says so.
 
 torch runs on ``torch_threads`` threads (1 by default, as the node): these batches are too small to
@@ -61,6 +63,7 @@ DT = 0.1  # s per planning step
 CHECKPOINT_ENV = "VLA_MPC_WORLD_MODEL"
 DEFAULT_CHECKPOINT = Path("output/world_model/best")
 GOAL_REACH_GOALS = 8
+GOAL_POSE_ENV = "VLA_MPC_GOAL_POSE"
 
 
 def _cost_config() -> KinematicCostConfig:
@@ -81,6 +84,15 @@ def _budgets() -> list[tuple[str, str, object]]:
         ("mppi_tdmpc2", "mppi", MPPIConfig(num_samples=512, horizon=3, iterations=6, num_elites=64,
                                            temperature=0.5, max_std=0.1, min_std=0.005)),
     ]
+
+
+def goal_pose_path() -> Path | None:
+    """``$VLA_MPC_GOAL_POSE`` or the shipped ``checkpoints/panda/goal_pose`` if it holds a
+    goal-pose checkpoint, else None."""
+    from vla_mpc.paths import share_dir
+
+    p = Path(os.environ.get(GOAL_POSE_ENV, str(share_dir() / "checkpoints" / "panda" / "goal_pose"))).expanduser()
+    return p if (p / "config.json").is_file() and (p / "model.safetensors").is_file() else None
 
 
 def checkpoint_path() -> Path | None:
@@ -206,8 +218,10 @@ def _run(repeats: int, warmup: int, goal_reach: bool) -> list[dict]:
 
 def _goal_reach_row(ckpt: Path | None, enabled: bool) -> dict:
     row = {"name": "goal_reach", "num_goals": GOAL_REACH_GOALS, "success_radius_m": 0.03}
-    if ckpt is None:
-        row["notes"] = (f"no world-model checkpoint (set ${CHECKPOINT_ENV} or train into {DEFAULT_CHECKPOINT}): "
+    goal_pose = goal_pose_path()
+    if ckpt is None and goal_pose is None:
+        row["notes"] = (f"no world-model checkpoint (set ${CHECKPOINT_ENV} or train into {DEFAULT_CHECKPOINT}) and no "
+                        f"goal-pose checkpoint (${GOAL_POSE_ENV} or checkpoints/panda/goal_pose): "
                         "goal_reach_success / goal_reach_error_m not measured")
         return row
     if not enabled:
@@ -215,14 +229,20 @@ def _goal_reach_row(ckpt: Path | None, enabled: bool) -> dict:
         return row
     from vla_mpc.goal_reach import evaluate
 
-    res = evaluate(ckpt, num_goals=GOAL_REACH_GOALS)
-    row["checkpoint"] = str(ckpt)
+    res = evaluate(ckpt, num_goals=GOAL_REACH_GOALS, goal_pose=goal_pose)
+    row["checkpoint"] = None if ckpt is None else str(ckpt)
+    row["goal_pose_checkpoint"] = None if goal_pose is None else str(goal_pose)
     for route, r in res["routes"].items():
         row[f"goal_reach_success_{route}"] = r["goal_reach_success"]
         row[f"goal_reach_error_m_{route}"] = r["goal_reach_error_m"]
-    row["goal_reach_success"] = res["routes"]["jepa"]["goal_reach_success"]
-    row["goal_reach_error_m"] = res["routes"]["jepa"]["goal_reach_error_m"]
-    row["notes"] = "goal_reach_success / _error_m: the jepa route (goal-image latent); see the per-route figures"
+    headline = "estimated" if "estimated" in res["routes"] else "jepa"
+    row["goal_reach_success"] = res["routes"][headline]["goal_reach_success"]
+    row["goal_reach_error_m"] = res["routes"][headline]["goal_reach_error_m"]
+    row["goal_reach_route"] = headline
+    row["notes"] = (f"goal_reach_success / _error_m: the {headline} route ("
+                    + ("goal image -> end-effector goal by the goal-pose estimator, the planner node's "
+                       "goal_pose_checkpoint" if headline == "estimated" else "goal-image latent")
+                    + "); see the per-route figures")
     return row
 
 

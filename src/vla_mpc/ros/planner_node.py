@@ -22,6 +22,9 @@ World models (parameters ``world_model`` and ``checkpoint``, read-only):
   directory, ``vla_mpc.models.jepa.save_world_model``), a goal image becomes a joint-space +
   end-effector goal through the learned encoder and its proprio head
   (``JepaWorldModel.decode_joint_positions``); without one, goal images are logged and ignored.
+* With ``goal_pose_checkpoint`` (``python -m vla_mpc.train goal_pose``), a goal image becomes an
+  end-effector goal through :class:`vla_mpc.models.goal_pose.GoalPoseEstimator` (any world model;
+  it takes precedence over the JEPA decode for ``kinematic``).
 * ``jepa`` (needs ``checkpoint``): ``JepaWorldModel``: the latent is the learned image latent plus
   the joint positions; the current image comes from ``/vla_mpc/observation/<camera>/image``
   (``camera`` parameter; no planning on images older than ``image_timeout_s``), the goal image is
@@ -138,6 +141,16 @@ class LatentMpcPlanner(Node):
             if self.world_model == "jepa" and abs(self.encoder.dt - self.dt) > 1e-9:
                 self.get_logger().warning(f"dt {self.dt} s replaced by the world model's step {self.encoder.dt} s")
                 self.dt = self.encoder.dt
+        self.goal_pose = None  # GoalPoseEstimator: goal image -> end-effector goal
+        if p["goal_pose_checkpoint"]:
+            from vla_mpc.models.goal_pose import load_goal_pose
+
+            from vla_mpc.paths import resolve
+
+            self.goal_pose = load_goal_pose(resolve(p["goal_pose_checkpoint"]))
+            if self.goal_pose.config.robot != self.robot.spec.name:
+                raise ValueError(f"goal_pose_checkpoint is for robot {self.goal_pose.config.robot!r}, "
+                                 f"this planner drives {self.robot.spec.name!r}")
         if self.world_model == "jepa":
             self.model = self.encoder
         else:
@@ -214,6 +227,10 @@ class LatentMpcPlanner(Node):
             "mode": d("mode", "vla", "vla | mpc | hybrid (see the node's docstring)"),
             "world_model": d("world_model", "kinematic", "kinematic | jepa (jepa needs checkpoint)", read_only=True),
             "checkpoint": d("checkpoint", "", "JEPA world-model checkpoint directory ('' = none)", read_only=True),
+            "goal_pose_checkpoint": d("goal_pose_checkpoint", "",
+                                      "goal-image end-effector estimator directory, absolute or relative to the "
+                                      "share directory (the Franka's ships as checkpoints/panda/goal_pose; '' = none)",
+                                      read_only=True),
             "camera": d("camera", "front", "jepa: camera of /vla_mpc/observation/<camera>/image", read_only=True),
             "image_timeout_s": d("image_timeout_s", 1.0, "jepa: no planning on older observation images [s]",
                                  read_only=True, min_value=0.01, max_value=60.0),
@@ -386,7 +403,7 @@ class LatentMpcPlanner(Node):
             return
         with self._lock:
             self._goal_image = image
-        if self.encoder is None:
+        if self.encoder is None and self.goal_pose is None:
             self.get_logger().warning(
                 f"goal image {image.shape} received, but the {type(self.model).__name__} cannot encode images "
                 "without a JEPA checkpoint; set goal_joint_positions or goal_position", throttle_duration_sec=30.0,
@@ -406,7 +423,10 @@ class LatentMpcPlanner(Node):
 
     def _goal_from_image(self, image: np.ndarray) -> Goal:
         """``jepa``: the image's latent; ``kinematic``: the joint configuration decoded by the
-        learned proprio head, plus its end-effector position (forward kinematics)."""
+        learned proprio head, plus its end-effector position (forward kinematics); with a goal-pose
+        estimator and the kinematic model: the end-effector position it reads (no joint goal)."""
+        if self.goal_pose is not None and self.world_model != "jepa":
+            return self.model.make_goal(ee_position=self.goal_pose.predict(image))
         if self.world_model == "jepa":
             return self.model.make_goal(image=image)
         q = self.encoder.decode_joint_positions(self.encoder.encode_image(image))  # [n]
