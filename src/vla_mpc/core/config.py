@@ -11,6 +11,7 @@ No rclpy here: nodes, the simulator and the tests share these helpers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "read_format_json",
     "load_yaml_mapping",
     "require",
     "require_number",
@@ -48,6 +50,31 @@ class ConfigError(ValueError):
         self.problem = problem
         where = f"{self.file}: {field}" if field else self.file
         super().__init__(f"{where}: {problem}")
+
+
+def read_format_json(path: str | os.PathLike[str], expected_format: str, what: str, hint: str = "") -> dict[str, Any]:
+    """Read a JSON object whose ``"format"`` field must be ``expected_format`` (datasets, scene
+    sets and checkpoints each tag their ``meta.json`` / ``config.json`` this way).
+
+    Args:
+        what: the prefix of every error message (e.g. ``"dataset"``).
+        hint: appended to the not-found message (how to make the file).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing (named, with ``hint``).
+        ValueError: not valid JSON, not an object, or another format (named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what}: {p} not found" + (f" ({hint})" if hint else ""))
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: {p} is not valid JSON: {exc}") from exc
+    got = doc.get("format") if isinstance(doc, dict) else None
+    if got != expected_format:
+        raise ValueError(f"{what}: {p} has format {got!r}, expected {expected_format!r}")
+    return doc
 
 
 def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -138,17 +138,12 @@ def load_goal_pose(path: Path | str) -> GoalPoseEstimator:
     path = Path(path)
     if (path / "best" / "config.json").is_file() and not (path / "config.json").is_file():
         path = path / "best"
+    from vla_mpc.core.config import read_format_json
+
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
-    for f in (cfg_path, w_path):
-        if not f.is_file():
-            raise FileNotFoundError(f"goal pose checkpoint: {f} not found")
-    try:
-        doc = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"goal pose checkpoint: {cfg_path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"goal pose checkpoint: {cfg_path} has format {doc.get('format') if isinstance(doc, dict) else None!r}, "
-                         f"expected {FORMAT!r}")
+    doc = read_format_json(cfg_path, FORMAT, "goal pose checkpoint", "python -m vla_mpc.train goal_pose")
+    if not w_path.is_file():
+        raise FileNotFoundError(f"goal pose checkpoint: {w_path} not found")
     known = {f.name for f in fields(GoalPoseConfig)}
     unknown = sorted(set(doc) - known - {"format"})
     if unknown:

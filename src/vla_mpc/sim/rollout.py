@@ -268,18 +268,26 @@ def expert_success_rates(robot: str, kinds: Sequence[str], episodes: int,
     out: dict[str, Any] = {"robot": robot, "episodes": episodes, "seed_start": seed_start,
                            "expert_sr": {}, "time_to_success_s": {}, "failed_seeds": {}}
     try:
-        for kind in kinds:
-            results = [run_episode(sim, sample_episode(robot, kind, seed_start + i), s2, s1, config)
-                       for i in range(episodes)]
-            ok = [r for r in results if r.success]
-            out["expert_sr"][kind] = len(ok) / max(1, episodes)
-            out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
-                                              if ok else None)
-            out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
+        _fill_success_rates(out, "expert_sr", sim, robot, kinds, episodes, seed_start, s2, s1, config, None)
     finally:
         sim.close()
     out["wall_s"] = round(time.perf_counter() - t_wall, 1)
     return out
+
+
+def _fill_success_rates(out: dict[str, Any], sr_key: str, sim: Any, robot: str, kinds: Sequence[str], episodes: int,
+                        seed_start: int, system2: Any, system1: Any, config: RolloutConfig | None,
+                        system2_cameras: Sequence[str] | None) -> None:
+    """Run ``episodes`` seeds per kind and fill ``out[sr_key]``, ``out["time_to_success_s"]`` and
+    ``out["failed_seeds"]`` per kind."""
+    for kind in kinds:
+        results = [run_episode(sim, sample_episode(robot, kind, seed_start + i), system2, system1, config,
+                               system2_cameras=system2_cameras) for i in range(episodes)]
+        ok = [r for r in results if r.success]
+        out[sr_key][kind] = len(ok) / max(1, episodes)
+        out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
+                                          if ok else None)
+        out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
 
 
 def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], episodes: int,
@@ -315,14 +323,7 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
     out: dict[str, Any] = {"robot": robot, "checkpoint": str(checkpoint), "episodes": episodes,
                            "seed_start": seed_start, "sr": {}, "time_to_success_s": {}, "failed_seeds": {}}
     try:
-        for kind in kinds:
-            results = [run_episode(sim, sample_episode(robot, kind, seed_start + i), s2, s1, config,
-                                   system2_cameras=cams) for i in range(episodes)]
-            ok = [r for r in results if r.success]
-            out["sr"][kind] = len(ok) / max(1, episodes)
-            out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
-                                              if ok else None)
-            out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
+        _fill_success_rates(out, "sr", sim, robot, kinds, episodes, seed_start, s2, s1, config, cams)
     finally:
         sim.close()
     out["wall_s"] = round(time.perf_counter() - t_wall, 1)

@@ -745,16 +745,11 @@ class Dataset:
             FileNotFoundError: ``meta.json`` or an array file is missing (named).
             ValueError: wrong format tag, or an array whose shape/dtype disagrees with the meta (named).
         """
+        from vla_mpc.core.config import read_format_json
+
         path = Path(path)
-        mpath = path / "meta.json"
-        if not mpath.is_file():
-            raise FileNotFoundError(f"dataset: {mpath} not found (convert bags with python -m vla_mpc.training.dataset)")
-        try:
-            meta = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"dataset: {mpath} is not valid JSON: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"dataset: {mpath} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        meta = read_format_json(path / "meta.json", FORMAT, "dataset",
+                                "convert bags with python -m vla_mpc.training.dataset")
         arrays: dict[str, np.ndarray] = {}
         for name in cls.ARRAYS:
             f = path / f"{name}.npy"

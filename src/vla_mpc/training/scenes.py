@@ -69,16 +69,10 @@ class SceneSet:
             FileNotFoundError: ``meta.json`` or an array is missing (named).
             ValueError: wrong format, unreadable JSON / arrays, or shapes that disagree (named).
         """
+        from vla_mpc.core.config import read_format_json
+
         path = Path(path)
-        mpath = path / "meta.json"
-        if not mpath.is_file():
-            raise FileNotFoundError(f"scenes: {mpath} not found (python -m vla_mpc.train scenes ...)")
-        try:
-            meta = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"scenes: {mpath} is not valid JSON: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"scenes: {mpath} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        meta = read_format_json(path / "meta.json", FORMAT, "scenes", "python -m vla_mpc.train scenes ...")
         arrays = {}
         for name in ("frames", "keypoints", "instruction_index"):
             f = path / f"{name}.npy"
