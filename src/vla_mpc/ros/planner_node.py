@@ -455,7 +455,14 @@ class LatentMpcPlanner(Node):
                 self.get_logger().error(self._status, throttle_duration_sec=5.0)
             if time.monotonic() >= self._next_diag:
                 self._next_diag = time.monotonic() + 1.0
-                self._publish_diagnostics()
+                try:
+                    self._publish_diagnostics()
+                except Exception as e:  # noqa: BLE001 - e.g. the context shut down under us (SIGINT)
+                    if not self.context.ok():
+                        return  # shutting down: close() joins this thread
+                    self.get_logger().error(f"diagnostics: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+            if not self.context.ok():
+                return
 
     def _publish_diagnostics(self) -> None:
         """1 Hz ``/diagnostics``: OK while cycles produce output in time, WARN otherwise."""
