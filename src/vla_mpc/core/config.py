@@ -23,6 +23,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "read_format_json",
+    "dataclass_from_json",
     "load_yaml_mapping",
     "require",
     "require_number",
@@ -75,6 +76,25 @@ def read_format_json(path: str | os.PathLike[str], expected_format: str, what: s
     if got != expected_format:
         raise ValueError(f"{what}: {p} has format {got!r}, expected {expected_format!r}")
     return doc
+
+
+def dataclass_from_json(cls: type, doc: Mapping[str, Any], source: str) -> Any:
+    """Build the dataclass ``cls`` from a JSON object, ignoring its ``"format"`` tag.
+
+    Raises:
+        ValueError: unknown fields, or fields the constructor refuses (``TypeError`` / ``ValueError``),
+            the message prefixed by ``source``.
+    """
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(doc) - names - {"format"})
+    if unknown:
+        raise ValueError(f"{source}: unknown fields {unknown}")
+    try:
+        return cls(**{k: v for k, v in doc.items() if k in names})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {exc}") from exc
 
 
 def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:

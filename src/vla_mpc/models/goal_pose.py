@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,20 +138,13 @@ def load_goal_pose(path: Path | str) -> GoalPoseEstimator:
     path = Path(path)
     if (path / "best" / "config.json").is_file() and not (path / "config.json").is_file():
         path = path / "best"
-    from vla_mpc.core.config import read_format_json
+    from vla_mpc.core.config import dataclass_from_json, read_format_json
 
     cfg_path, w_path = path / "config.json", path / "model.safetensors"
     doc = read_format_json(cfg_path, FORMAT, "goal pose checkpoint", "python -m vla_mpc.train goal_pose")
     if not w_path.is_file():
         raise FileNotFoundError(f"goal pose checkpoint: {w_path} not found")
-    known = {f.name for f in fields(GoalPoseConfig)}
-    unknown = sorted(set(doc) - known - {"format"})
-    if unknown:
-        raise ValueError(f"goal pose checkpoint: {cfg_path} has unknown fields {unknown}")
-    try:
-        config = GoalPoseConfig(**{k: v for k, v in doc.items() if k in known})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"goal pose checkpoint: {cfg_path}: {exc}") from exc
+    config = dataclass_from_json(GoalPoseConfig, doc, f"goal pose checkpoint: {cfg_path}")
     model = GoalPoseEstimator(config)
     try:
         weights = load_file(str(w_path))

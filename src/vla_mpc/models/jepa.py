@@ -66,7 +66,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -181,14 +181,9 @@ class JepaConfig:
         """Raises ValueError naming ``source`` on a wrong format or unknown / missing fields."""
         if d.get("format") != FORMAT:
             raise ValueError(f"{source}: format must be {FORMAT!r}, got {d.get('format')!r}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names - {"format"})
-        if unknown:
-            raise ValueError(f"{source}: unknown fields {unknown}")
-        try:
-            return cls(**{k: v for k, v in d.items() if k in names})
-        except TypeError as e:
-            raise ValueError(f"{source}: {e}") from e
+        from vla_mpc.core.config import dataclass_from_json
+
+        return dataclass_from_json(cls, d, source)
 
 
 # ---------------------------------------------------------------------------------- modules

@@ -418,6 +418,21 @@ class _BagContent:
     objects: list[tuple[int, float, dict]] = field(default_factory=list)  # (receive ns, stamp, {name: (pos, size)})
 
 
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """Memory-map the ``.npy`` file ``path`` read-only.
+
+    Raises:
+        FileNotFoundError: ``path`` is missing (named, prefixed by ``what``).
+        ValueError: not a readable ``.npy`` file (named).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} not found")
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError as exc:
+        raise ValueError(f"{what}: {path} is not a readable .npy file: {exc}") from exc
+
+
 def _select(names: Sequence[str], values: np.ndarray, wanted: Sequence[str]) -> np.ndarray | None:
     index = {n: i for i, n in enumerate(names)}
     if any(w not in index for w in wanted) or len(values) < len(names):
@@ -750,22 +765,9 @@ class Dataset:
         path = Path(path)
         meta = read_format_json(path / "meta.json", FORMAT, "dataset",
                                 "convert bags with python -m vla_mpc.training.dataset")
-        arrays: dict[str, np.ndarray] = {}
-        for name in cls.ARRAYS:
-            f = path / f"{name}.npy"
-            if not f.is_file():
-                raise FileNotFoundError(f"dataset: {f} not found")
-            try:
-                arrays[name] = np.load(f, mmap_mode="r")
-            except ValueError as exc:
-                raise ValueError(f"dataset: {f} is not a readable .npy file: {exc}") from exc
-        for name in cls.OPTIONAL_ARRAYS:
-            f = path / f"{name}.npy"
-            if f.is_file():
-                try:
-                    arrays[name] = np.load(f, mmap_mode="r")
-                except ValueError as exc:
-                    raise ValueError(f"dataset: {f} is not a readable .npy file: {exc}") from exc
+        arrays = {name: load_npy(path / f"{name}.npy", "dataset") for name in cls.ARRAYS}
+        arrays.update({name: load_npy(path / f"{name}.npy", "dataset") for name in cls.OPTIONAL_ARRAYS
+                       if (path / f"{name}.npy").is_file()})
         n = arrays["frames"].shape[0]
         dof, s, c = len(meta["joint_names"]), meta["image_size"], meta["chunk_size"]
         expected = {"frames": ((n, s, s, 3), np.uint8), "proprio": ((n, 2 * dof), np.float32),

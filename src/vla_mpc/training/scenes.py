@@ -70,18 +70,11 @@ class SceneSet:
             ValueError: wrong format, unreadable JSON / arrays, or shapes that disagree (named).
         """
         from vla_mpc.core.config import read_format_json
+        from vla_mpc.training.dataset import load_npy
 
         path = Path(path)
         meta = read_format_json(path / "meta.json", FORMAT, "scenes", "python -m vla_mpc.train scenes ...")
-        arrays = {}
-        for name in ("frames", "keypoints", "instruction_index"):
-            f = path / f"{name}.npy"
-            if not f.is_file():
-                raise FileNotFoundError(f"scenes: {f} not found")
-            try:
-                arrays[name] = np.load(f, mmap_mode="r")
-            except ValueError as exc:
-                raise ValueError(f"scenes: {f} is not a readable .npy file: {exc}") from exc
+        arrays = {name: load_npy(path / f"{name}.npy", "scenes") for name in ("frames", "keypoints", "instruction_index")}
         m, s = arrays["frames"].shape[0], int(meta["image_size"])
         expected = {"frames": ((m, s, s, 3), np.uint8), "keypoints": ((m, 2, 3), np.float32),
                     "instruction_index": ((m,), np.int32)}
@@ -92,10 +85,7 @@ class SceneSet:
                                  f"{np.dtype(dtype)}")
         q = None
         if (path / "joint_positions.npy").is_file():
-            try:
-                q = np.load(path / "joint_positions.npy", mmap_mode="r")
-            except ValueError as exc:
-                raise ValueError(f"scenes: {path / 'joint_positions.npy'} is not a readable .npy file: {exc}") from exc
+            q = load_npy(path / "joint_positions.npy", "scenes")
             if q.ndim != 2 or q.shape[0] != m or q.dtype != np.float32:
                 raise ValueError(f"scenes: {path / 'joint_positions.npy'} is {q.shape} {q.dtype}, expected ({m}, n) float32")
         idx = np.asarray(arrays["instruction_index"])
