@@ -121,11 +121,23 @@ def test_train_cli_writes_a_loadable_checkpoint(dataset, tmp_path):
     from vla_mpc.training.policy import main
 
     out = tmp_path / "cli"
-    assert main(["--dataset", str(dataset.path), "--out", str(out), "--steps", "3", "--batch-size", "4"]) == 0
+    # a synthetic robot without config/<robot>.yaml: joint-space actions, no state noise on "arm" joints
+    assert main(["--dataset", str(dataset.path), "--out", str(out), "--steps", "3", "--batch-size", "4",
+                 "--action-mode", "delta", "--proprio-noise", "0"]) == 0
     policy = load_policy(out / "last", expected_joint_names=dataset.meta["joint_names"])
     assert load_policy(out).config == policy.config  # a run directory loads its best/
     assert policy.config.image_size == S and policy.config.chunk_size == H
     assert json.loads((out / "last" / "config.json").read_text())["extra"]["max_latent_lag"] == 4
+    # a second stage starts from the first's weights and records where it started (bench learning sums stages)
+    out2 = tmp_path / "stage2"
+    assert main(["--dataset", str(dataset.path), str(dataset.path), "--out", str(out2), "--steps", "2",
+                 "--batch-size", "4", "--init", str(out / "last"), "--proprio-noise", "0"]) == 0
+    summary = json.loads((out2 / "train_summary.json").read_text())
+    assert summary["init"] == str((out / "last").resolve()) and summary["steps"] == 2
+    staged = load_policy(out2 / "last")
+    assert staged.config == policy.config
+    assert json.loads((out2 / "last" / "config.json").read_text())["extra"]["rows"]["train"] == 2 * len(
+        dataset.rows("train", success_only=True))  # both --dataset copies were used
 
 
 @pytest.fixture(scope="module")

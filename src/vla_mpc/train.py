@@ -4,6 +4,7 @@
     python -m vla_mpc.train world_model --dataset D --out O [--minutes M] [--steps N] [--seed S] [--resume] ...
     python -m vla_mpc.train convert --bags BAG_OR_DIR... --out D [--image-size 96] ...
     python -m vla_mpc.train scenes --count M --out DIR [--arm-poses D] ...
+    python -m vla_mpc.train dagger --checkpoint C --out D [--episodes-per-kind N] [--beta B] ...
 
 ``policy`` runs ``vla_mpc.training.policy.main(argv)`` (the dual-system policy), ``world_model``
 runs ``vla_mpc.training.world_model.main(argv)`` (the latent world model); both parse their own
@@ -24,6 +25,7 @@ COMMANDS = {
     "convert": ("vla_mpc.training.dataset", "convert rosbag2 recordings into a training dataset"),
     "goal_pose": ("vla_mpc.training.goal_pose", "train the goal-image end-effector estimator (planner goals)"),
     "scenes": ("vla_mpc.training.scenes", "render task layouts with keypoints for System 2's keypoint head"),
+    "dagger": ("vla_mpc.training.dagger", "roll out a learned policy with the expert labelling (DAgger data)"),
 }
 
 

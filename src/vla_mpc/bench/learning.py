@@ -17,7 +17,7 @@
 * ``{"name": "training", "train_minutes_policy", "train_minutes_world_model", "steps_policy",
   "steps_world_model", "source_policy", "source_world_model"}``: from ``train_summary.json``
   (written by ``vla_mpc.training.loop``) in the checkpoint directory or its parent; a staged run
-  (``train world_model --init``) adds the minutes and steps of the run it started from, following
+  (``train policy|world_model --init``) adds the minutes and steps of the run it started from, following
   the summaries' ``init`` fields (``stages`` counts them). Checkpoints:
   ``VLA_MPC_POLICY_CHECKPOINT`` / ``VLA_MPC_WORLD_MODEL_CHECKPOINT``, else the shipped
   ``checkpoints/panda/policy`` and ``checkpoints/panda/world_model`` under the share directory.

@@ -10,6 +10,9 @@ Rows (one dict each):
 * ``system1_<dof>dof``: ``s1_chunk_latency_ms_p50`` / ``p99`` -- flow matching, chunk 16, 10 Euler
   steps, batch 1, for a 7-DoF arm and the GR1 upper body (``config/gr1.yaml``), through
   :class:`LearnedSystem1` (input checks, float64 <-> float32, inpainting off / on).
+* ``system1_panda_ee``: the same for the Franka policy as trained here (``action_mode="ee"``,
+  ``keypoint_condition``): forward kinematics of the inputs and damped least-squares IK of the
+  chunk's tool poses included.
 * ``control_stream``: ``control_rate_hz`` / ``control_gap_ms_p99`` -- the policy node (learned
   backend, default-size random-weight checkpoint, role both, ``control_rate_hz`` 200) runs as a
   subprocess with System 2 at 2 Hz beside its control loop; this process publishes joint states
@@ -115,6 +118,43 @@ def bench_system1(dof: int, label: str, repeats: int = 300) -> dict:
             "system1_parameters": pol.num_parameters()["system1"], "torch_threads": torch.get_num_threads(),
             "load_avg_1min": os.getloadavg()[0],
             "notes": f"{repeats} chunks, batch 1; _rtc = with an 8-step committed prefix inpainted"}
+
+
+def bench_system1_ee(repeats: int = 200) -> dict:
+    """System 1 of the Franka policy as trained (``action_mode="ee"`` with ``keypoint_condition``):
+    the flow-matching sample plus forward kinematics of the inputs and the damped least-squares
+    IK that turns the chunk's tool poses into joint targets (:mod:`vla_mpc.models.ee_actions`)."""
+    from vla_mpc.core.robot_model import load_robot_spec
+
+    spec = load_robot_spec("panda")
+    a = spec.n_joints
+    stats = {"proprio": {"mean": [0.0] * 2 * a, "std": [1.0] * 2 * a},
+             "action_ee": {"mean": [0.0] * 6 + [0.02] * (a - spec.n_arm), "std": [0.02] * (6 + a - spec.n_arm)},
+             "keypoints": {"mean": [0.5, 0.0, 0.05, 0.5, 0.1, 0.05], "std": [0.1] * 6}}
+    torch.manual_seed(0)
+    pol = DualSystemPolicy(PolicyConfig(robot="panda", joint_names=spec.joint_names, action_mode="ee",
+                                        keypoint_head=True, keypoint_condition=True), stats).eval()
+    s1 = LearnedSystem1(pol)
+    z = np.random.default_rng(0).standard_normal((pol.config.latent_tokens, pol.config.latent_dim))
+    q, v = np.asarray(spec.home, dtype=np.float64), np.zeros(a)
+    prefix = np.repeat(q[None], 8, axis=0)
+    rows = {}
+    for tag, pre in (("", None), ("_rtc", prefix)):
+        for _ in range(20):
+            s1.infer(z, q, pre, v)
+        ms = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            s1.infer(z, q, pre, v)
+            ms.append((time.perf_counter() - t0) * 1e3)
+        rows[f"s1_chunk_latency_ms_p50{tag}"], rows[f"s1_chunk_latency_ms_p99{tag}"] = _pcts(ms)
+    return {"name": "system1_panda_ee", "robot": "panda", "action_mode": "ee", "action_dim": a,
+            "output_dim": pol.output_dim, "chunk_size": pol.config.chunk_size,
+            "num_inference_steps": pol.config.num_inference_steps, **rows,
+            "system1_parameters": pol.num_parameters()["system1"], "torch_threads": torch.get_num_threads(),
+            "load_avg_1min": os.getloadavg()[0],
+            "notes": f"{repeats} chunks, batch 1, keypoint_condition on; includes FK + per-step DLS IK "
+                     "(3 iterations per step); _rtc = with an 8-step committed prefix"}
 
 
 # ------------------------------------------------------------------------------- chunk joining
@@ -325,7 +365,7 @@ def run(include_control_stream: bool = True, torch_threads: int = 1) -> list[dic
     prev = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
     try:
-        rows = [bench_system2(), bench_system1(7, "arm7"),
+        rows = [bench_system2(), bench_system1(7, "arm7"), bench_system1_ee(),
                 bench_system1(len(load_robot_spec("gr1").joint_names), "gr1"), bench_chunk_joining()]
     finally:
         torch.set_num_threads(prev)

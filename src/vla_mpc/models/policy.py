@@ -13,7 +13,12 @@ Normalisation (statistics travel with the checkpoint, in ``config.json``): propr
   ``(a - q) / std_delta`` with ``stats["action_delta"]`` (:func:`delta_action_stats`; each chunk
   then starts near zero whatever the arm's pose, which is what a chunk is: a short motion from
   here), or
-* ``"absolute"``: ``(a - mean) / std`` with the dataset's ``stats["action"]``.
+* ``"absolute"``: ``(a - mean) / std`` with the dataset's ``stats["action"]``, or
+* ``"ee"``: the chunk as end-effector positions relative to the measured one, orientations
+  and the other joints' (gripper) targets (:mod:`vla_mpc.models.ee_actions`), ``(f - mean) / std``
+  with ``stats["action_ee"]``;
+  :meth:`DualSystemPolicy.sample_chunk` turns sampled poses back into joint targets with damped
+  least-squares IK, so every caller still receives joint targets.
 
 No rclpy here.
 """
@@ -21,6 +26,7 @@ No rclpy here.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -43,9 +49,12 @@ from vla_mpc.models.vision import images_to_tensor, random_shift
 from vla_mpc.models.vlm import CompactVLM
 from vla_mpc.sim.tasks import NUM_TASK_KEYPOINTS
 
-__all__ = ["ACTION_MODES", "PolicyConfig", "DualSystemPolicy", "delta_action_stats", "validate_stats"]
+__all__ = ["ACTION_MODES", "ACTION_STATS_GROUP", "PolicyConfig", "DualSystemPolicy", "delta_action_stats", "validate_stats"]
 
-ACTION_MODES = ("delta", "absolute")
+ACTION_MODES = ("delta", "absolute", "ee")
+
+#: The statistics group each action_mode normalises with.
+ACTION_STATS_GROUP = {"delta": "action_delta", "absolute": "action", "ee": "action_ee"}
 
 #: Scale of the end-effector-relative keypoints System 1 receives (``keypoint_condition``) [m]:
 #: the table reach of these tasks is a few tenths of a metre, so the inputs stay O(1).
@@ -69,7 +78,7 @@ class PolicyConfig:
         sampler: ``"flow"`` (conditional flow matching, Euler) or ``"ddim"`` (DDPM-trained, DDIM-sampled).
         num_inference_steps: denoising steps per chunk.
         diffusion_train_steps: DDPM timesteps T (``ddim`` only).
-        action_mode: ``"delta"`` or ``"absolute"`` (module docstring).
+        action_mode: ``"delta"``, ``"absolute"`` or ``"ee"`` (module docstring).
         rtc_frozen_steps: real-time chunking: committed steps that must match exactly.
         augment_shift: DrQ random-shift range during training [px] (0 = off).
         keypoint_head: System 2 also predicts the two task keypoints (:func:`vla_mpc.sim.tasks.
@@ -194,15 +203,19 @@ def delta_action_stats(proprio: np.ndarray, actions: np.ndarray, max_rows: int =
             "min": d.min(0).tolist(), "max": d.max(0).tolist()}
 
 
-def validate_stats(stats: dict, config: PolicyConfig) -> None:
+def validate_stats(stats: dict, config: PolicyConfig, action_features: int | None = None) -> None:
     """Check the normalisation statistics against the config.
+
+    Args:
+        action_features: the size of System 1's action rows (``action_mode = "ee"``: 6 + the
+            robot's non-arm joints); default ``config.action_dim``.
 
     Raises:
         ValueError: a missing group/field, a wrong length or a non-finite / non-positive std,
             naming the key.
     """
     a = config.action_dim
-    groups = {"proprio": 2 * a, ("action_delta" if config.action_mode == "delta" else "action"): a}
+    groups = {"proprio": 2 * a, ACTION_STATS_GROUP[config.action_mode]: action_features or a}
     if config.keypoint_head:
         groups["keypoints"] = NUM_TASK_KEYPOINTS * 3
     for group, n in groups.items():
@@ -222,30 +235,41 @@ class DualSystemPolicy(nn.Module):
     Args:
         config: :class:`PolicyConfig`.
         stats: dataset statistics (contract B ``meta["stats"]``, plus ``"action_delta"`` from
-            :func:`delta_action_stats` for ``action_mode = "delta"``).
+            :func:`delta_action_stats` for ``action_mode = "delta"``, or ``"action_ee"`` from
+            :meth:`~vla_mpc.models.ee_actions.EndEffectorActions.stats` for ``"ee"``).
+
+    Attributes:
+        output_dim: size of System 1's action rows (``action_dim``, or 6 + non-arm joints for ``ee``).
 
     Raises:
         ValueError: bad stats (:func:`validate_stats`).
+        ConfigError: ``keypoint_condition`` or ``action_mode = "ee"`` for a robot whose
+            ``config/<robot>.yaml`` / URDF does not load (they need its kinematics).
     """
 
     def __init__(self, config: PolicyConfig, stats: dict) -> None:
         super().__init__()
-        validate_stats(stats, config)
-        self.config = config
-        self.stats = {k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in stats.items()}
         c = config
         a = c.action_dim
+        self._robot_model = self._ee = None
+        self._kinematics_lock = threading.Lock()  # one pinocchio Data, shared by every System 1 thread
+        if c.keypoint_condition or c.action_mode == "ee":
+            from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+            from vla_mpc.models.ee_actions import EndEffectorActions
+
+            self._robot_model = RobotModel(load_robot_spec(c.robot))
+            if c.action_mode == "ee":
+                self._ee = EndEffectorActions(self._robot_model)
+        self.output_dim = self._ee.dim if self._ee is not None else a
+        validate_stats(stats, config, self.output_dim)
+        self.config = config
+        self.stats = {k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in stats.items()}
         self.system2 = CompactVLM(len(c.cameras), c.image_size, c.vision_width, c.d_model, c.vlm_layers,
                                   c.vlm_heads, c.latent_tokens, c.latent_dim)
         extra = NUM_TASK_KEYPOINTS * 3 if c.keypoint_condition else 0
-        self._robot_model = None
-        if c.keypoint_condition:
-            from vla_mpc.core.robot_model import RobotModel, load_robot_spec
-
-            self._robot_model = RobotModel(load_robot_spec(c.robot))
-        self.system1 = ActionExpert(c.latent_tokens, c.latent_dim, 2 * a + extra, c.chunk_size, a,
+        self.system1 = ActionExpert(c.latent_tokens, c.latent_dim, 2 * a + extra, c.chunk_size, self.output_dim,
                                     c.expert_width, c.expert_blocks, c.cond_dim)
-        group = "action_delta" if c.action_mode == "delta" else "action"
+        group = ACTION_STATS_GROUP[c.action_mode]
         t = lambda g, k: torch.tensor(stats[g][k], dtype=torch.float32)  # noqa: E731
         self.register_buffer("proprio_mean", t("proprio", "mean"), persistent=False)
         self.register_buffer("proprio_std", t("proprio", "std"), persistent=False)
@@ -275,19 +299,36 @@ class DualSystemPolicy(nn.Module):
             return p
         with torch.no_grad():
             kp = (self.keypoint_head(z.detach().flatten(1)) * self.keypoint_std + self.keypoint_mean).view(-1, 2, 3)
-            ee = torch.from_numpy(self._robot_model.fk_positions(
-                proprio[:, : self.config.action_dim].detach().double().numpy())).float()
+            with self._kinematics_lock:
+                ee = torch.from_numpy(self._robot_model.fk_positions(
+                    proprio[:, : self.config.action_dim].detach().double().numpy())).float()
             rel = (kp - ee[:, None, :]).flatten(1) / KEYPOINT_REL_SCALE
         return torch.cat([p, rel], dim=1)
 
     def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """(B, H, A) absolute targets -> normalised (delta or absolute mode)."""
-        base = proprio[:, None, : self.config.action_dim] if self.config.action_mode == "delta" else 0.0
+        """(B, H, A) absolute targets -> normalised System 1 rows (B, H, output_dim) (module docstring;
+        ``ee``: forward kinematics of every target, ~15 µs each, no gradient)."""
+        q = proprio[:, : self.config.action_dim]
+        if self._ee is not None:
+            with self._kinematics_lock:
+                f = self._ee.features(q.detach().double().numpy(), actions.detach().double().numpy())
+            return (torch.from_numpy(f).float() - self.action_mean) / self.action_std
+        base = q[:, None] if self.config.action_mode == "delta" else 0.0
         return (actions - base - self.action_mean) / self.action_std
 
-    def denormalize_actions(self, x: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize_actions`."""
-        base = proprio[:, None, : self.config.action_dim] if self.config.action_mode == "delta" else 0.0
+    def denormalize_actions(self, x: torch.Tensor, proprio: torch.Tensor,
+                            committed: torch.Tensor | None = None) -> torch.Tensor:
+        """Inverse of :meth:`normalize_actions`: (B, H, output_dim) -> (B, H, A) absolute targets
+        (``ee``: damped least-squares IK along the chunk, about 2 ms per chunk on this CPU, the
+        first P steps taken from ``committed`` (B, P, A) when given)."""
+        q = proprio[:, : self.config.action_dim]
+        if self._ee is not None:
+            f = (x * self.action_std + self.action_mean).detach().double().numpy()
+            fixed = None if committed is None else committed.detach().double().numpy()
+            with self._kinematics_lock:
+                a = self._ee.to_joint_targets(q.detach().double().numpy(), f, fixed)
+            return torch.from_numpy(a).float()
+        base = q[:, None] if self.config.action_mode == "delta" else 0.0
         return x * self.action_std + self.action_mean + base
 
     # --------------------------------------------------------------------------------- System 2
@@ -415,7 +456,7 @@ class DualSystemPolicy(nn.Module):
             proprio: (B, 2A) raw positions then velocities.
             prefix: (B, P, A) raw committed targets for the chunk's first P steps (real-time
                 chunking), or None.
-            noise: (B, H, A) starting noise, or None (drawn with ``generator``).
+            noise: (B, H, output_dim) starting noise, or None (drawn with ``generator``).
 
         Returns:
             (B, H, A) float32 absolute targets [rad, m].
@@ -426,7 +467,7 @@ class DualSystemPolicy(nn.Module):
         c_in, film = self.system1.prepare(self.system1.condition(z.float(), p))
         base = c_in.unsqueeze(0) + self._time_terms().unsqueeze(1)  # [K, B, W]: cached per chunk
         if noise is None:
-            noise = torch.randn((b, c.chunk_size, c.action_dim), generator=generator)
+            noise = torch.randn((b, c.chunk_size, self.output_dim), generator=generator)
         target = weights = None
         if prefix is not None and prefix.shape[1] > 0:
             prefix = prefix[:, : c.chunk_size].float()
@@ -440,7 +481,8 @@ class DualSystemPolicy(nn.Module):
             x = ddim_sample(lambda x, i, k: step(x, base[i], film), noise, self.alpha_bar,
                             ddim_timesteps(c.diffusion_train_steps, c.num_inference_steps), target, weights,
                             clip=5.0)
-        return self.denormalize_actions(x, proprio.float())
+        frozen = None if target is None else prefix[:, : min(c.rtc_frozen_steps, prefix.shape[1])]
+        return self.denormalize_actions(x, proprio.float(), frozen)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts: ``system2`` (with the keypoint head), ``system1``, ``total``."""

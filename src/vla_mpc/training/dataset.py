@@ -785,13 +785,16 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
-    def episodes(self, split: str, success_only: bool = False) -> list[int]:
+    def episodes(self, split: str, success_only: bool = False, expert_labels: bool = False) -> list[int]:
         """Episode indices of ``split``: ``"val"`` = every 10th episode (positions 9, 19, ...), or the
         last episode when there are fewer than 10 (and at least 2); ``"train"`` = the rest;
         ``"all"`` = every episode.
 
         Args:
             success_only: keep only episodes whose ``success`` is true.
+            expert_labels: with ``success_only``, also keep episodes whose actions are expert
+                labels (``expert_labels`` true: :mod:`vla_mpc.training.dagger` rollouts, worth
+                imitating whatever the learner's outcome).
 
         Raises:
             ValueError: unknown split.
@@ -807,16 +810,66 @@ class Dataset:
                 val = [eps[-1]]
             chosen = val if split == "val" else [e for e in eps if e not in set(val)]
         if success_only:
-            ok = {e["index"] for e in self.meta["episodes"] if e.get("success")}
+            ok = {e["index"] for e in self.meta["episodes"]
+                  if e.get("success") or (expert_labels and e.get("expert_labels"))}
             chosen = [e for e in chosen if e in ok]
         return chosen
 
-    def rows(self, split: str, success_only: bool = False) -> np.ndarray:
+    def rows(self, split: str, success_only: bool = False, expert_labels: bool = False) -> np.ndarray:
         """Row indices (int64, ascending) of the episodes of ``split`` (see :meth:`episodes`)."""
         by_index = {e["index"]: e for e in self.meta["episodes"]}
         parts = [np.arange(by_index[i]["start"], by_index[i]["stop"], dtype=np.int64)
-                 for i in self.episodes(split, success_only)]
+                 for i in self.episodes(split, success_only, expert_labels)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def concatenate(cls, datasets: Sequence["Dataset"]) -> "Dataset":
+        """One in-memory dataset from several of the same robot, joints, camera, image size and
+        chunking (e.g. demonstrations + :mod:`vla_mpc.training.dagger` rollouts).
+
+        Episodes keep their order (dataset by dataset) and are re-indexed, row ranges shifted;
+        ``stats`` are recomputed over the union; ``keypoints`` is NaN for the rows of a dataset
+        without them (None if none has them). ``meta["sources"]`` lists the paths. Arrays are
+        read into memory (about 28 kB per 96 px row).
+
+        Raises:
+            ValueError: no dataset, or datasets that disagree on robot, joint_names, camera,
+                image_size, chunk_size or chunk_dt (named).
+        """
+        if not datasets:
+            raise ValueError("concatenate needs at least one dataset")
+        if len(datasets) == 1:
+            return datasets[0]
+        first = datasets[0]
+        for d in datasets[1:]:
+            for key in ("robot", "joint_names", "camera", "image_size", "chunk_size", "chunk_dt"):
+                if d.meta.get(key) != first.meta.get(key):
+                    raise ValueError(f"datasets {first.path} and {d.path} differ in {key}: "
+                                     f"{first.meta.get(key)!r} vs {d.meta.get(key)!r}")
+        episodes, offset = [], 0
+        for d in datasets:
+            for e in d.meta["episodes"]:
+                episodes.append(dict(e, index=len(episodes), start=int(e["start"]) + offset,
+                                     stop=int(e["stop"]) + offset, dataset=str(d.path)))
+            offset += len(d)
+        cat = lambda name: np.concatenate([np.asarray(getattr(d, name)) for d in datasets])  # noqa: E731
+        ep_index = np.empty(offset, dtype=np.int32)
+        for e in episodes:
+            ep_index[e["start"]:e["stop"]] = e["index"]
+        keypoints = None
+        if any(d.keypoints is not None for d in datasets):
+            keypoints = np.concatenate([np.asarray(d.keypoints, dtype=np.float32) if d.keypoints is not None
+                                        else np.full((len(d), 2, 3), np.nan, np.float32) for d in datasets])
+        arrays = {"frames": cat("frames"), "proprio": cat("proprio"), "actions": cat("actions"),
+                  "episode_index": ep_index, "timestamps": cat("timestamps")}
+        if keypoints is not None:
+            arrays["keypoints"] = keypoints
+        meta = {k: first.meta.get(k) for k in ("format", "robot", "joint_names", "camera", "image_size",
+                                                "frame_rate_hz", "chunk_size", "chunk_dt")}
+        meta.update(episodes=episodes, sources=[str(d.path) for d in datasets],
+                    stats={"proprio": compute_stats(arrays["proprio"]), "action": compute_stats(arrays["actions"])},
+                    keypoint_rows=int(np.isfinite(keypoints).all(axis=(1, 2)).sum()) if keypoints is not None else 0)
+        return cls(first.path, meta, arrays)
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -24,9 +24,9 @@ import torch
 
 from vla_mpc.models.action_expert import SAMPLERS
 from vla_mpc.models.checkpoint import save_policy
-from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig, delta_action_stats
+from vla_mpc.models.policy import ACTION_MODES, DualSystemPolicy, PolicyConfig, delta_action_stats
 
-__all__ = ["make_policy_batch", "build_policy", "parse_args", "main"]
+__all__ = ["make_policy_batch", "perturb_proprio", "build_policy", "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
 
@@ -117,10 +117,29 @@ def make_scene_batch(scenes: Sequence[Any], sizes: np.ndarray, text_emb: dict[st
             "scene_keypoints": torch.from_numpy(np.concatenate(kps))}
 
 
+def perturb_proprio(batch: dict[str, torch.Tensor], rng: np.random.Generator, std: float, joints: int) -> None:
+    """State-noise augmentation (in place): add N(0, ``std``^2) [rad] to the first ``joints``
+    measured positions of ``batch["proprio"]`` and keep the action chunk's absolute targets.
+
+    The chunk's delta / end-effector labels are taken relative to the measured state inside the
+    loss, so a perturbed row teaches "from this slightly wrong state, return to the demonstrated
+    targets": the corrective labels DART (Laskey et al., CoRL 2017) collects by injecting noise
+    while the expert acts, here drawn around the recorded states. The camera frame is not
+    re-rendered, so keep ``std`` to what the image cannot tell apart (about 0.01-0.03 rad).
+    """
+    if std <= 0.0:
+        return
+    p = batch["proprio"]
+    noise = rng.normal(0.0, std, size=(p.shape[0], joints)).astype(np.float32)
+    p[:, :joints] += torch.from_numpy(noise)
+
+
 def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints: np.ndarray | None = None,
-                 **overrides: Any) -> DualSystemPolicy:
+                 *, stats_rows: np.ndarray | None = None, **overrides: Any) -> DualSystemPolicy:
     """A fresh policy for a dataset: config from ``meta.json`` (robot, joints, camera, image size,
-    chunk size / dt) plus ``overrides``; stats = ``meta["stats"]`` + ``action_delta`` (+ ``keypoints``
+    chunk size / dt) plus ``overrides``; stats = ``meta["stats"]`` + ``action_delta`` (+
+    ``action_ee`` for ``action_mode="ee"``, over ``stats_rows`` (default all rows): give the rows
+    behaviour cloning learns from, so failed episodes' commands do not widen them) (+ ``keypoints``
     over the finite rows of ``keypoints`` (N, 2, 3), which also turns ``keypoint_head`` on unless an
     override says otherwise).
 
@@ -144,6 +163,13 @@ def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints
     )
     stats = dict(meta["stats"])
     stats["action_delta"] = delta_action_stats(proprio, actions)
+    if config.action_mode == "ee":
+        from vla_mpc.core.robot_model import RobotModel, load_robot_spec
+        from vla_mpc.models.ee_actions import EndEffectorActions
+
+        sel = np.sort(np.asarray(stats_rows)) if stats_rows is not None else slice(None)
+        ee = EndEffectorActions(RobotModel(load_robot_spec(config.robot)))
+        stats["action_ee"] = ee.stats(np.asarray(proprio[sel]), np.asarray(actions[sel]))
     if config.keypoint_head:
         stats["keypoints"] = {"mean": finite.mean(0).tolist(), "std": np.maximum(finite.std(0), 1e-3).tolist()}
     return DualSystemPolicy(config, stats)
@@ -151,13 +177,21 @@ def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m vla_mpc.train policy", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", required=True, type=Path, help="dataset directory (contract B)")
+    ap.add_argument("--dataset", required=True, type=Path, nargs="+",
+                    help="dataset directories (contract B), e.g. demonstrations and DAgger rollouts (train dagger)")
     ap.add_argument("--out", required=True, type=Path, help="output directory (best/, last/, log.jsonl)")
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget [min] (default 25)")
     ap.add_argument("--steps", type=int, default=20000, help="optimiser steps (default 20000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this policy checkpoint (its weights, config and statistics; a new optimiser "
+                         "and schedule), e.g. to fine-tune on added DAgger rollouts")
     ap.add_argument("--sampler", choices=SAMPLERS, default="flow", help="flow matching or DDPM/DDIM")
+    ap.add_argument("--action-mode", choices=ACTION_MODES, default="ee",
+                    help="System 1's action space: 'ee' (default: tool position from the measured one, tool "
+                         "orientation and gripper; joint targets by IK), 'delta' (joint deltas from the measured "
+                         "positions) or 'absolute' (joint targets)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -171,6 +205,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keypoint-weight", type=float, default=None,
                     help="weight of System 2's auxiliary task-keypoint loss (default: the PolicyConfig's, 1.0; "
                          "the head is on whenever the dataset has keypoints; 0 trains it without effect on z)")
+    ap.add_argument("--proprio-noise", type=float, default=0.02,
+                    help="std [rad] of the state noise added to the arm joints' measured positions of training "
+                         "rows, labels kept on the demonstrated targets (DART-style corrections; default 0.02, 0 = off)")
     ap.add_argument("--max-latent-lag", type=int, default=DEFAULT_MAX_LATENT_LAG,
                     help="frames the System 2 input may lag the proprio/actions (default 4 = 0.4 s at 10 Hz)")
     return ap.parse_args(argv)
@@ -187,11 +224,22 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         args = parse_args(args)
     defaults = vars(parse_args(["--dataset", "-", "--out", "-"]))
     opt = {k: getattr(args, k, v) for k, v in defaults.items()}
-    ds = Dataset.load(opt["dataset"])
+    paths = opt["dataset"] if isinstance(opt["dataset"], (list, tuple)) else [opt["dataset"]]
+    ds = Dataset.concatenate([Dataset.load(p) for p in paths])
     torch.manual_seed(opt["seed"])
-    policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
-                          keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
-                          **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
+    # Behaviour cloning learns from the successful demonstrations (failed ones stay in the dataset
+    # for the world model and for inspection) and from expert-labelled DAgger rollouts, whatever
+    # the learner's outcome there.
+    rows = {s: ds.rows(s, success_only=True, expert_labels=True) for s in ("train", "val")}
+    if opt["init"] is not None:
+        from vla_mpc.models.checkpoint import load_policy
+
+        policy = load_policy(opt["init"], expected_joint_names=tuple(ds.meta["joint_names"])).train()
+    else:
+        policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
+                              action_mode=opt["action_mode"], stats_rows=rows["train"],
+                              keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
+                              **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     instructions = _instruction_of_rows(ds)
     scenes = [SceneSet.load(p) for p in opt["scenes"]]
     for sc in scenes:
@@ -201,31 +249,37 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     scene_instr = [sc.instructions for sc in scenes]
     all_instr = set(instructions.tolist()).union(*[set(i.tolist()) for i in scene_instr])
     text_emb = TextEncoder().encode_many(sorted(all_instr))
-    # Behaviour cloning learns from the successful demonstrations only (failed ones stay in the
-    # dataset for the world model and for inspection).
-    rows = {s: ds.rows(s, success_only=True) for s in ("train", "val")}
     if len(rows["val"]) == 0:
         rows["val"] = rows["train"]  # tiny datasets: validate on training rows (noted in the summary)
 
     scene_sizes = np.array([len(sc) for sc in scenes], dtype=np.int64)
+    n_arm = 0
+    if opt["proprio_noise"] > 0:  # the arm joints, from config/<robot>.yaml (ConfigError if it is missing)
+        from vla_mpc.core.robot_model import load_robot_spec
+
+        n_arm = load_robot_spec(policy.config.robot).n_arm
 
     def make_batch(split: str, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         batch = make_policy_batch(ds, text_emb, split, rng, batch_size, max_latent_lag=opt["max_latent_lag"],
                                   rows=rows[split], instructions=instructions)
         if split == "train" and scenes and policy.config.keypoint_head:
             batch.update(make_scene_batch(scenes, scene_sizes, text_emb, rng, opt["scene_batch_size"]))
+        if split == "train":
+            perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
         return batch
 
-    extra = {"dataset": str(Path(opt["dataset"]).resolve()), "episodes": len(ds.meta["episodes"]),
+    extra = {"dataset": [str(Path(p).resolve()) for p in paths], "episodes": len(ds.meta["episodes"]),
              "scenes": [str(Path(p).resolve()) for p in opt["scenes"]], "scene_frames": int(scene_sizes.sum()),
-             "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"]}
+             "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"],
+             "proprio_noise": opt["proprio_noise"]}
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
                          lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])
     counts = policy.num_parameters()
     print(f"policy: {counts['total']:,} parameters (System 2 {counts['system2']:,}, System 1 {counts['system1']:,}); "
           f"sampler {policy.config.sampler}; {len(rows['train'])} train rows", flush=True)
     result = train(policy, make_batch, Path(opt["out"]), config,
-                   save=lambda m, p: save_policy(m, p, extra=extra), resume=bool(opt["resume"]))
+                   save=lambda m, p: save_policy(m, p, extra=extra), resume=bool(opt["resume"]),
+                   summary_extra={"init": str(Path(opt["init"]).resolve())} if opt["init"] is not None else None)
     print(json.dumps({"steps": result.steps, "minutes": round(result.minutes, 2), "train_loss": result.train_loss,
                       "val_loss": result.val_loss, "out": str(result.out_dir)}), flush=True)
     return 0

@@ -1,0 +1,110 @@
+"""DAgger rollouts (ROS-free): the expert labels every state the executed policy reaches and the
+rows form a loadable contract-B dataset; datasets concatenate for training, and expert-labelled
+episodes count as imitable whatever their outcome."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vla_mpc.core.robot_model import load_robot_spec
+from vla_mpc.models.checkpoint import save_policy
+from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig
+from vla_mpc.training.dagger import collect
+from vla_mpc.training.dataset import Dataset
+
+
+def _tiny_checkpoint(path) -> None:
+    spec = load_robot_spec("panda")
+    a = spec.n_joints
+    stats = {"proprio": {"mean": [0.0] * 2 * a, "std": [1.0] * 2 * a},
+             "action_delta": {"mean": [0.0] * a, "std": [0.01] * a}}
+    cfg = PolicyConfig(robot="panda", joint_names=spec.joint_names, image_size=32, vision_width=8, d_model=32,
+                       vlm_heads=2, latent_tokens=4, latent_dim=16, expert_width=64, expert_blocks=1, cond_dim=32)
+    torch.manual_seed(0)
+    save_policy(DualSystemPolicy(cfg, stats).eval(), path)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.0])
+def test_rollouts_are_labelled_by_the_expert(tmp_path, beta):
+    """beta 1: the expert drives and reaches the cube; beta 0: an untrained learner drives and
+    fails, and the rows still carry the expert's chunks towards the cube."""
+    pytest.importorskip("sentence_transformers")
+    _tiny_checkpoint(tmp_path / "ckpt")
+    meta = collect(tmp_path / "ckpt", tmp_path / "dg", kinds=["reach"], episodes_per_kind=1, seed_start=60000,
+                   beta=beta, render_size=96, threads=1, timeout_s=12.0 if beta else 2.0)
+    ds = Dataset.load(tmp_path / "dg")
+    (ep,) = ds.meta["episodes"]
+    assert ep["expert_labels"] and ep["source"] == "dagger" and ep["success"] == (beta == 1.0)
+    assert meta["dagger"]["learner_sr"] == {"reach": float(beta == 1.0)}
+    n = len(ds)
+    assert n == ep["stop"] and ds.frames.shape == (n, 96, 96, 3) and ds.actions.shape == (n, 16, 8)
+    assert np.all(np.isfinite(ds.keypoints)) and ds.keypoints.shape == (n, 2, 3)
+    assert ds.timestamps[0] == 0.0 and np.allclose(np.diff(ds.timestamps), 0.1)  # one row per chunk, 10 Hz
+    if beta == 0.0:
+        assert n == 20  # 2 s at 10 Hz
+    # the rows are imitable even when the learner failed
+    assert len(ds.rows("all", success_only=True, expert_labels=True)) == n
+    assert len(ds.rows("all", success_only=True)) == (n if beta else 0)
+    # the expert's labels head for the cube: the chunk's last target is nearer in joint space to
+    # the arm's motion towards it than the first (the TCP descends towards the cube's top face)
+    from vla_mpc.core.robot_model import RobotModel
+
+    model = RobotModel(load_robot_spec("panda"))
+    first = model.fk_positions(ds.actions[0, 0].astype(np.float64)[None])[0]
+    last = model.fk_positions(ds.actions[-1, -1].astype(np.float64)[None])[0]
+    goal = ds.keypoints[0, 1]
+    assert np.linalg.norm(last[:2] - goal[:2]) < np.linalg.norm(first[:2] - goal[:2])
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="evaluation seeds"):
+        collect(tmp_path / "none", tmp_path / "o", seed_start=99_990, episodes_per_kind=10)
+    with pytest.raises(ValueError, match="beta"):
+        collect(tmp_path / "none", tmp_path / "o", beta=1.5)
+    with pytest.raises(ValueError, match="kinds"):
+        collect(tmp_path / "none", tmp_path / "o", kinds=["juggle"])
+
+
+def _write(path, rows_per_ep: int, episodes: int, value: int, keypoints: bool, **meta_over) -> None:
+    n = rows_per_ep * episodes
+    path.mkdir(parents=True)
+    np.save(path / "frames.npy", np.full((n, 16, 16, 3), value, np.uint8))
+    np.save(path / "proprio.npy", np.full((n, 4), value, np.float32))
+    np.save(path / "actions.npy", np.full((n, 4, 2), value, np.float32))
+    np.save(path / "episode_index.npy", np.repeat(np.arange(episodes, dtype=np.int32), rows_per_ep))
+    np.save(path / "timestamps.npy", np.tile(np.arange(rows_per_ep) * 0.1, episodes))
+    if keypoints:
+        np.save(path / "keypoints.npy", np.full((n, 2, 3), value, np.float32))
+    eps = [{"index": e, "kind": "reach", "instruction": "touch the red cube", "success": e % 2 == 0,
+            "source": "expert", "start": e * rows_per_ep, "stop": (e + 1) * rows_per_ep} for e in range(episodes)]
+    meta = {"format": "vla_mpc.dataset/1", "robot": "synthetic", "joint_names": ["a", "b"], "camera": "front",
+            "image_size": 16, "frame_rate_hz": 10.0, "chunk_size": 4, "chunk_dt": 0.05, "episodes": eps,
+            "stats": {}}
+    meta.update(meta_over)
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_concatenate_reindexes_episodes_and_fills_missing_keypoints(tmp_path):
+    _write(tmp_path / "a", 3, 2, 1, keypoints=True)
+    _write(tmp_path / "b", 4, 3, 2, keypoints=False)
+    a, b = Dataset.load(tmp_path / "a"), Dataset.load(tmp_path / "b")
+    assert Dataset.concatenate([a]) is a
+    d = Dataset.concatenate([a, b])
+    assert len(d) == 18 and [e["index"] for e in d.meta["episodes"]] == list(range(5))
+    assert [(e["start"], e["stop"]) for e in d.meta["episodes"]] == [(0, 3), (3, 6), (6, 10), (10, 14), (14, 18)]
+    np.testing.assert_array_equal(d.episode_index, [0] * 3 + [1] * 3 + [2] * 4 + [3] * 4 + [4] * 4)
+    assert np.all(d.frames[:6] == 1) and np.all(d.frames[6:] == 2) and np.all(d.actions[6:] == 2)
+    assert np.all(d.keypoints[:6] == 1) and np.all(np.isnan(d.keypoints[6:])) and d.meta["keypoint_rows"] == 6
+    assert d.meta["stats"]["proprio"]["mean"] == pytest.approx([(6 * 1 + 12 * 2) / 18] * 4)
+    # row ranges follow the episodes: the successful ones (0, 2, 4) of the union
+    np.testing.assert_array_equal(d.rows("all", success_only=True), list(range(0, 3)) + list(range(6, 10))
+                                  + list(range(14, 18)))
+    _write(tmp_path / "c", 3, 1, 3, keypoints=False, chunk_dt=0.1)
+    with pytest.raises(ValueError, match="chunk_dt"):
+        Dataset.concatenate([a, Dataset.load(tmp_path / "c")])
+    with pytest.raises(ValueError, match="at least one"):
+        Dataset.concatenate([])
