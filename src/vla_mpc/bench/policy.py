@@ -96,16 +96,12 @@ def bench_system2(repeats: int = 40) -> dict:
             "notes": f"{repeats} calls, repeated instruction (embedding cached)"}
 
 
-def bench_system1(dof: int, label: str, repeats: int = 300) -> dict:
-    names = [f"{label}_j{i}" for i in range(dof)]
-    pol = _policy(label, names)
-    s1 = LearnedSystem1(pol)
-    z = np.random.default_rng(0).standard_normal((pol.config.latent_tokens, pol.config.latent_dim))
-    q, v = np.zeros(dof), np.zeros(dof)
-    prefix = np.zeros((8, dof))
+def _chunk_latency(s1: LearnedSystem1, z: np.ndarray, q: np.ndarray, v: np.ndarray, prefix: np.ndarray,
+                   repeats: int, warmup: int) -> dict:
+    """p50 / p99 [ms] of ``s1.infer`` without and with the committed ``prefix`` (``_rtc`` keys)."""
     rows = {}
     for tag, pre in (("", None), ("_rtc", prefix)):
-        for _ in range(50):
+        for _ in range(warmup):
             s1.infer(z, q, pre, v)
         ms = []
         for _ in range(repeats):
@@ -113,6 +109,16 @@ def bench_system1(dof: int, label: str, repeats: int = 300) -> dict:
             s1.infer(z, q, pre, v)
             ms.append((time.perf_counter() - t0) * 1e3)
         rows[f"s1_chunk_latency_ms_p50{tag}"], rows[f"s1_chunk_latency_ms_p99{tag}"] = _pcts(ms)
+    return rows
+
+
+def bench_system1(dof: int, label: str, repeats: int = 300) -> dict:
+    names = [f"{label}_j{i}" for i in range(dof)]
+    pol = _policy(label, names)
+    s1 = LearnedSystem1(pol)
+    z = np.random.default_rng(0).standard_normal((pol.config.latent_tokens, pol.config.latent_dim))
+    q, v = np.zeros(dof), np.zeros(dof)
+    rows = _chunk_latency(s1, z, q, v, np.zeros((8, dof)), repeats, warmup=50)
     return {"name": f"system1_{dof}dof", "robot": label, "action_dim": dof, "chunk_size": pol.config.chunk_size,
             "num_inference_steps": pol.config.num_inference_steps, "sampler": pol.config.sampler, **rows,
             "system1_parameters": pol.num_parameters()["system1"], "torch_threads": torch.get_num_threads(),
@@ -137,17 +143,7 @@ def bench_system1_ee(repeats: int = 200) -> dict:
     s1 = LearnedSystem1(pol)
     z = np.random.default_rng(0).standard_normal((pol.config.latent_tokens, pol.config.latent_dim))
     q, v = np.asarray(spec.home, dtype=np.float64), np.zeros(a)
-    prefix = np.repeat(q[None], 8, axis=0)
-    rows = {}
-    for tag, pre in (("", None), ("_rtc", prefix)):
-        for _ in range(20):
-            s1.infer(z, q, pre, v)
-        ms = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            s1.infer(z, q, pre, v)
-            ms.append((time.perf_counter() - t0) * 1e3)
-        rows[f"s1_chunk_latency_ms_p50{tag}"], rows[f"s1_chunk_latency_ms_p99{tag}"] = _pcts(ms)
+    rows = _chunk_latency(s1, z, q, v, np.repeat(q[None], 8, axis=0), repeats, warmup=20)
     return {"name": "system1_panda_ee", "robot": "panda", "action_mode": "ee", "action_dim": a,
             "output_dim": pol.output_dim, "chunk_size": pol.config.chunk_size,
             "num_inference_steps": pol.config.num_inference_steps, **rows,

@@ -104,6 +104,16 @@ class EndEffectorActions:
         #: (3, 3) orientation of ``ee_link`` at ``spec.home``: the reference of the rotation features.
         self.home_rotation = np.asarray(model.fk(np.asarray(spec.home, dtype=np.float64)))[:3, :3].copy()
 
+    def _checked(self, q: np.ndarray, x: np.ndarray, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """q (B, n) and ``name`` (B, H, width) as float64, or ValueError on shapes / non-finite values."""
+        q = np.asarray(q, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != self.n or x.ndim != 3 or x.shape[0] != q.shape[0] or x.shape[2] != width:
+            raise ValueError(f"expected q (B, {self.n}) and {name} (B, H, {width}), got {q.shape} and {x.shape}")
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(x))):
+            raise ValueError(f"q and {name} must be finite")
+        return q, x
+
     def _poses(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(M, n) -> positions (M, 3), rotations (M, 3, 3)."""
         T = self.model.fk(q) if len(q) else np.empty((0, 4, 4))
@@ -123,12 +133,7 @@ class EndEffectorActions:
         Raises:
             ValueError: shapes that do not match, or non-finite values.
         """
-        q = np.asarray(q, dtype=np.float64)
-        a = np.asarray(targets, dtype=np.float64)
-        if q.ndim != 2 or q.shape[1] != self.n or a.ndim != 3 or a.shape[0] != q.shape[0] or a.shape[2] != self.n:
-            raise ValueError(f"expected q (B, {self.n}) and targets (B, H, {self.n}), got {q.shape} and {a.shape}")
-        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(a))):
-            raise ValueError("q and targets must be finite")
+        q, a = self._checked(q, targets, "targets", self.n)
         b, h, _ = a.shape
         p0, _ = self._poses(q)
         p, R = self._poses(a.reshape(b * h, self.n))
@@ -160,12 +165,7 @@ class EndEffectorActions:
         Raises:
             ValueError: wrong shapes or non-finite values.
         """
-        q = np.asarray(q, dtype=np.float64)
-        f = np.asarray(features, dtype=np.float64)
-        if q.ndim != 2 or q.shape[1] != self.n or f.ndim != 3 or f.shape[0] != q.shape[0] or f.shape[2] != self.dim:
-            raise ValueError(f"expected q (B, {self.n}) and features (B, H, {self.dim}), got {q.shape} and {f.shape}")
-        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(f))):
-            raise ValueError("q and features must be finite")
+        q, f = self._checked(q, features, "features", self.dim)
         b, h, _ = f.shape
         p_fixed = 0
         if committed is not None:
