@@ -188,10 +188,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="start from this policy checkpoint (its weights, config and statistics; a new optimiser "
                          "and schedule), e.g. to fine-tune on added DAgger rollouts")
     ap.add_argument("--sampler", choices=SAMPLERS, default="flow", help="flow matching or DDPM/DDIM")
-    ap.add_argument("--action-mode", choices=ACTION_MODES, default="ee",
-                    help="System 1's action space: 'ee' (default: tool position from the measured one, tool "
-                         "orientation and gripper; joint targets by IK), 'delta' (joint deltas from the measured "
-                         "positions) or 'absolute' (joint targets)")
+    ap.add_argument("--action-mode", choices=ACTION_MODES, default="delta",
+                    help="System 1's action space: 'delta' (default: joint targets minus the measured positions), "
+                         "'ee' (tool position from the measured one, tool orientation and gripper; joint targets "
+                         "by IK; needs config/<robot>.yaml) or 'absolute' (joint targets)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
