@@ -136,8 +136,10 @@ def test_train_cli_writes_a_loadable_checkpoint(dataset, tmp_path):
     assert summary["init"] == str((out / "last").resolve()) and summary["steps"] == 2
     staged = load_policy(out2 / "last")
     assert staged.config == policy.config
-    assert json.loads((out2 / "last" / "config.json").read_text())["extra"]["rows"]["train"] == 2 * len(
-        dataset.rows("train", success_only=True))  # both --dataset copies were used
+    both = Dataset.concatenate([dataset, Dataset.load(dataset.path)])  # both --dataset copies were used
+    assert len(both) == 2 * len(dataset)
+    assert json.loads((out2 / "last" / "config.json").read_text())["extra"]["rows"]["train"] == len(
+        both.rows("train", success_only=True, expert_labels=True))
 
 
 @pytest.fixture(scope="module")
