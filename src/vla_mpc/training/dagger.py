@@ -56,14 +56,18 @@ class _Latents:
     """System 2 pair for :func:`~vla_mpc.sim.rollout.run_episode`: the learner's latent from the
     rendered frames and the expert's from the privileged object positions, as one opaque value."""
 
-    def __init__(self, learner, expert) -> None:
-        self.learner, self.expert = learner, expert
+    def __init__(self, learner, expert, sim) -> None:
+        self.learner, self.expert, self.sim = learner, expert, sim
+        #: (sim time [s], {camera: frame}) of the last call: the System 1 row at the same instant reuses it.
+        self.last_images: tuple[float, dict] | None = None
 
     def reset(self) -> None:
         self.learner.reset()
         self.expert.reset()
+        self.last_images = None
 
     def infer(self, images, instruction, objects=None):
+        self.last_images = (self.sim.time, images)
         return self.learner.infer(images, instruction), self.expert.infer({}, instruction, objects)
 
 
@@ -72,9 +76,13 @@ class _Relabel:
     expert's with probability ``beta``), and at every call records a row whose label is the
     expert's chunk from the same measured state (module docstring)."""
 
-    def __init__(self, learner, expert, sim, camera: str, beta: float, rng: np.random.Generator,
+    def __init__(self, learner, expert, latents: _Latents, sim, camera: str, beta: float, rng: np.random.Generator,
                  image_size: int, chunk_size: int, chunk_dt: float) -> None:
-        self.learner, self.expert, self.sim, self.camera = learner, expert, sim, camera
+        from vla_mpc.models.vision import resize_frame
+        from vla_mpc.sim.tasks import task_keypoints
+
+        self._resize, self._task_keypoints = resize_frame, task_keypoints
+        self.learner, self.expert, self.latents, self.sim, self.camera = learner, expert, latents, sim, camera
         self.beta, self.rng, self.image_size = beta, rng, image_size
         self.chunk_size, self.chunk_dt = chunk_size, chunk_dt
         self.dt = learner.dt
@@ -91,9 +99,6 @@ class _Relabel:
         self.expert.reset()
 
     def infer(self, z, proprio, prefix=None, velocity=None) -> np.ndarray:
-        from vla_mpc.models.vision import resize_frame
-        from vla_mpc.sim.tasks import task_keypoints
-
         z_learner, z_expert = z
         if self._t0 is None:
             self._t0 = self.sim.time
@@ -101,10 +106,12 @@ class _Relabel:
         chunk = label if self.rng.random() < self.beta else self.learner.infer(z_learner, proprio, prefix, velocity)
         v = np.zeros_like(proprio) if velocity is None else velocity
         r = self.rows
-        r["frames"].append(resize_frame(self.sim.render(self.camera), self.image_size))
+        last = self.latents.last_images  # System 2 ran at this instant: its frame, not a second render
+        frame = last[1][self.camera] if last is not None and last[0] == self.sim.time else self.sim.render(self.camera)
+        r["frames"].append(self._resize(frame, self.image_size))
         r["proprio"].append(np.concatenate([proprio, v]).astype(np.float32))
         r["actions"].append(_resample(label, self.expert.dt, self.chunk_dt, self.chunk_size).astype(np.float32))
-        r["keypoints"].append(task_keypoints(self.task, self.sim.object_poses()).astype(np.float32))
+        r["keypoints"].append(self._task_keypoints(self.task, self.sim.object_poses()).astype(np.float32))
         r["timestamps"].append(self.sim.time - self._t0)
         return chunk
 
@@ -156,9 +163,9 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
     camera = policy.config.cameras[0]
     cfg = RolloutConfig(timeout_s=timeout_s)
     sim = SimRobot(spec, cameras=(camera,), image_size=(render_size, render_size))
-    system1 = _Relabel(make_s1(), expert1, sim, camera, beta, np.random.default_rng(seed), image_size,
+    system2 = _Latents(learner2, expert2, sim)
+    system1 = _Relabel(make_s1(), expert1, system2, sim, camera, beta, np.random.default_rng(seed), image_size,
                        chunk_size, chunk_dt)
-    system2 = _Latents(learner2, expert2)
     episodes, ep_index = [], []
     learner_success: dict[str, list[bool]] = {k: [] for k in kinds}
     jobs = [(kinds[i % len(kinds)], seed_start + i) for i in range(episodes_per_kind * len(kinds))]
