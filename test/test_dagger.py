@@ -46,6 +46,8 @@ def test_rollouts_are_labelled_by_the_expert(tmp_path, beta):
     assert ds.timestamps[0] == 0.0 and np.allclose(np.diff(ds.timestamps), 0.1)  # one row per chunk, 10 Hz
     if beta == 0.0:
         assert n == 20  # 2 s at 10 Hz
+    # every label is planned from the row's measured positions (at rest), not the learner's commands
+    np.testing.assert_allclose(ds.actions[:, 0], ds.proprio[:, :8], atol=1e-5)
     # the rows are imitable even when the learner failed
     assert len(ds.rows("all", success_only=True, expert_labels=True)) == n
     assert len(ds.rows("all", success_only=True)) == (n if beta else 0)

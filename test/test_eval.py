@@ -281,6 +281,12 @@ def test_bench_learning_reads_newest_learned_results_and_summaries(tmp_path: Pat
     staged = learning.training_row(pol, s2)
     assert staged["train_minutes_world_model"] == 15.75 and staged["steps_world_model"] == 4500
     assert staged["stages_world_model"] == 2 and "note" not in staged
+    # a shipped checkpoint names its earlier stage relative to itself
+    shipped = tmp_path / "ship"
+    (shipped / "stage1").mkdir(parents=True)
+    (shipped / "stage1" / "train_summary.json").write_text(json.dumps({"minutes": 20.0, "steps": 3000}))
+    (shipped / "train_summary.json").write_text(json.dumps({"minutes": 4.0, "steps": 3000, "init": "stage1"}))
+    assert learning.staged_cost(shipped)[:3] == (24.0, 6000, 2)
     (s1 / "train_summary.json").write_text(json.dumps({"minutes": 13.5, "steps": 3000, "init": str(s2)}))
     assert "init cycle" in learning.training_row(pol, s2)["note"]  # counted once, reported
     (s1 / "train_summary.json").unlink()

@@ -16,6 +16,7 @@ from vla_mpc.models.action_expert import (ActionExpert, cosine_alpha_bar, ddim_s
 from vla_mpc.models.base import System1Backend, System2Backend
 from vla_mpc.models.learned import LearnedSystem1, LearnedSystem2
 from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig, delta_action_stats
+from vla_mpc.models.text import TextEncoder
 from vla_mpc.models.vision import resize_frame
 
 MU, SIGMA = 1.5, 0.4  # the 1-D Gaussian of the analytic oracles
@@ -192,8 +193,9 @@ def test_inpainting_lands_on_the_committed_prefix(sampler):
 # ----------------------------------------------------------------------------------- backends
 
 
-class _FakeText:
-    """Deterministic stand-in for the MiniLM encoder (keeps this test fast)."""
+class _FakeText(TextEncoder):
+    """Deterministic stand-in for the MiniLM encoder (keeps this test fast); ``encode_instruction``
+    is the real one, over this ``encode``."""
 
     def encode(self, text: str) -> np.ndarray:
         v = np.random.default_rng(abs(hash(text)) % 2**32).standard_normal(384).astype(np.float32)

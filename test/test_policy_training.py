@@ -221,8 +221,8 @@ def test_keypoint_condition_gives_system1_the_target_relative_to_the_gripper():
     policy = DualSystemPolicy(cfg, stats).eval()
     q = torch.tensor([list(spec.home) + [0.0] * a, [0.1] * 7 + [0.02] + [0.0] * a], dtype=torch.float32)
     z = torch.randn(2, 4, 16)
-    x = policy.system1_input(z, q)
-    assert x.shape == (2, 2 * a + 6)
+    z_in, x = policy.system1_input(z, q)
+    assert z_in is z and x.shape == (2, 2 * a + 6)
     ee = RobotModel(spec).fk_positions(q[:, :a].double().numpy())
     expected = (np.array(kp_mean).reshape(1, 2, 3) - ee[:, None, :]).reshape(2, 6) / KEYPOINT_REL_SCALE
     np.testing.assert_allclose(x[:, 2 * a:].numpy(), expected, atol=1e-4)

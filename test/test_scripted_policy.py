@@ -224,3 +224,27 @@ def test_config_validation():
         ScriptedSystem1Config(chunk_size=1)
     with pytest.raises(ValueError, match="pregrasp_height"):
         ScriptedSystem1Config(pregrasp_height=-0.1)
+
+
+def test_chunk_from_rest_ignores_the_committed_velocity():
+    """A DAgger label: the same goal as ``infer``, planned from the measured positions at rest; a
+    fast committed prefix moves ``infer``'s chunk but not this one, and the phase does not move."""
+    s1 = ScriptedSystem1.from_robot("panda")
+    s2 = ScriptedSystem2()
+    q = np.asarray(s1.spec.home, dtype=np.float64)
+    assert np.array_equal(s1.chunk_from_rest(q), np.repeat(q[None], s1.chunk_size, axis=0))  # no goal yet: hold
+    z = s2.infer({}, "reach the red cube", OBJECTS)
+    push = np.zeros_like(q)
+    push[0] = 0.03  # 0.6 rad/s on joint 1, committed by someone else
+    prefix = np.stack([q, q + push])
+    executed = s1.infer(z, q, prefix)
+    phase = s1.phase
+    label = s1.chunk_from_rest(q)
+    calm = ScriptedSystem1.from_robot("panda")
+    reference = calm.infer(z, q)  # the expert from rest, on its own
+    np.testing.assert_allclose(label, reference, atol=1e-9)
+    np.testing.assert_array_equal(label[0], q)
+    assert np.abs(executed[:, 0] - label[:, 0]).max() > 0.05  # infer carried the prefix's velocity
+    assert s1.phase is phase
+    with pytest.raises(ValueError, match="proprio"):
+        s1.chunk_from_rest(q[:3])

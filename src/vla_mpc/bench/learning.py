@@ -94,7 +94,8 @@ def train_summary(checkpoint: Path) -> tuple[dict[str, Any] | None, Path | None]
 
 def staged_cost(checkpoint: Path, max_stages: int = 10) -> tuple[float, int, int, list[str]]:
     """Minutes and steps of ``checkpoint``'s training plus every earlier stage it was initialised
-    from (``init`` in ``train_summary.json``).
+    from (``init`` in ``train_summary.json``; a relative ``init`` is taken from the summary's
+    folder, as in a shipped checkpoint that carries its earlier stages' summaries).
 
     Returns:
         (minutes, steps, stages, notes); ``stages`` is 0 when ``checkpoint`` has no summary.
@@ -115,7 +116,8 @@ def staged_cost(checkpoint: Path, max_stages: int = 10) -> tuple[float, int, int
         minutes += float(summary["minutes"])
         steps += int(summary.get("steps") or 0)
         stages += 1
-        ckpt = Path(summary["init"]) if summary.get("init") else None
+        init = Path(summary["init"]) if summary.get("init") else None
+        ckpt = init if init is None or init.is_absolute() else path.parent / init  # shipped: relative
     return minutes, steps, stages, notes
 
 

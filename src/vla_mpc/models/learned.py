@@ -25,6 +25,7 @@ import torch
 from vla_mpc.models.checkpoint import CheckpointError, load_policy
 from vla_mpc.models.policy import DualSystemPolicy
 from vla_mpc.models.text import TextEncoder
+from vla_mpc.sim.tasks import TASK_KINDS
 from vla_mpc.models.vision import resize_frame
 
 __all__ = ["CheckpointError", "LearnedSystem2", "LearnedSystem1", "load_learned_backends"]
@@ -36,7 +37,7 @@ class LearnedSystem2:
     Args:
         policy: a loaded :class:`DualSystemPolicy` (eval mode).
         text_encoder: sentence encoder (default :class:`~vla_mpc.models.text.TextEncoder`);
-            anything with ``encode(str) -> (384,) float32``.
+            anything with ``encode_instruction(str, tokens) -> (tokens, 384) float32``.
     """
 
     def __init__(self, policy: DualSystemPolicy, text_encoder: TextEncoder | None = None) -> None:
@@ -47,18 +48,21 @@ class LearnedSystem2:
         #: (2, 3) float64 [m, base_link] task keypoints read from the last latent (policies with a
         #: keypoint head), else None.
         self.keypoints: np.ndarray | None = None
+        #: the task kind (:data:`~vla_mpc.sim.tasks.TASK_KINDS`) read from the last latent
+        #: (policies with a task head), else None.
+        self.task_kind: str | None = None
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         self.status = "not run"
         self.keypoints = None
+        self.task_kind = None
 
     def warmup(self) -> None:
         """Load the sentence model and run one forward pass (configure time, not the first tick)."""
         s = self.policy.config.image_size
         self.infer({c: np.zeros((s, s, 3), np.uint8) for c in self.policy.config.cameras}, "warm up")
-        self.status = "not run"
-        self.keypoints = None
+        self.reset()
 
     def infer(
         self,
@@ -78,13 +82,17 @@ class LearnedSystem2:
             raise ValueError(f"learned System 2 needs camera(s) {missing} (has {sorted(images)})")
         s = self.policy.config.image_size
         frames = np.stack([resize_frame(images[c], s) for c in cams])[None]  # [1, N, S, S, 3]
-        emb = self.text_encoder.encode(instruction)[None]
+        emb = self.text_encoder.encode_instruction(instruction, self.policy.config.text_tokens)[None]
         with self._lock, torch.inference_mode():
             z = self.policy.encode(torch.from_numpy(frames), torch.from_numpy(emb))
             if self.policy.config.keypoint_head:
                 self.keypoints = self.policy.predict_keypoints(z)[0].numpy().astype(np.float64)
+            if self.policy.config.task_head:
+                self.task_kind = TASK_KINDS[int(self.policy.predict_task_kind(z)[0])]
             z = z[0]
         self.status = "ok" if instruction.strip() else "ok (empty instruction)"
+        if self.task_kind is not None:  # what System 1 will be told (diagnostics)
+            self.status += f"; reads {self.task_kind} at {np.round(self.keypoints, 3).tolist()} m"
         return z.numpy().astype(np.float32, copy=True)
 
 

@@ -44,14 +44,18 @@ from vla_mpc.models.action_expert import (
     flow_sample,
     rtc_weights,
 )
-from vla_mpc.models.text import TEXT_DIM
+from vla_mpc.models.text import TEXT_DIM, TEXT_TOKEN_COUNTS
 from vla_mpc.models.vision import images_to_tensor, random_shift
 from vla_mpc.models.vlm import CompactVLM
-from vla_mpc.sim.tasks import NUM_TASK_KEYPOINTS
+from vla_mpc.sim.tasks import NUM_TASK_KEYPOINTS, TASK_KINDS
 
-__all__ = ["ACTION_MODES", "ACTION_STATS_GROUP", "PolicyConfig", "DualSystemPolicy", "delta_action_stats", "validate_stats"]
+__all__ = ["ACTION_MODES", "ACTION_STATS_GROUP", "SYSTEM1_CONDITIONS", "PolicyConfig", "DualSystemPolicy",
+           "delta_action_stats", "validate_stats"]
 
 ACTION_MODES = ("delta", "absolute", "ee")
+
+#: What System 1 is conditioned on (``PolicyConfig.system1_condition``).
+SYSTEM1_CONDITIONS = ("latent", "keypoints")
 
 #: The statistics group each action_mode normalises with.
 ACTION_STATS_GROUP = {"delta": "action_delta", "absolute": "action", "ee": "action_ee"}
@@ -93,6 +97,22 @@ class PolicyConfig:
             from the gripper" input, so the action expert maps a Cartesian error to joint motion
             instead of re-deriving both positions from ``z`` (needs ``keypoint_head``; the
             keypoints enter detached, so the action loss never moves the keypoint head).
+        system1_condition: ``"latent"`` (default): System 1 reads the whole ``z`` (its tokens,
+            flattened) beside the state. ``"keypoints"``: System 1 reads only what System 2's
+            heads read out of ``z``: the two task keypoints relative to the end effector (as
+            ``keypoint_condition``) and the task kind (a ``task_head``, a linear read-out of ``z``
+            trained with cross-entropy on :data:`~vla_mpc.sim.tasks.TASK_KINDS`, given to System 1
+            as a one-hot of its arg-max). That is a narrow, object-centric interface between the
+            two systems (System 2 says what to do and where; System 1 how to move), as in
+            RT-Trajectory (Gu et al. 2023) or HAMSTER (Li et al. 2025), where a VLM's 2-D
+            sketch or path conditions the low-level policy: System 1 then cannot fit the
+            training layouts' pixels, and it can be trained on the dataset's true keypoints
+            (with noise and System 2's lag) without rendering a frame. Needs ``keypoint_head``
+            and ``keypoint_condition``.
+        text_tokens: System 2's text input: 1, the instruction's sentence embedding; 3, also the
+            embeddings of its object and goal phrases (:func:`vla_mpc.models.text.
+            instruction_phrases`; a sentence embedding does not say which colour is the object
+            and which the destination).
     """
 
     robot: str
@@ -119,6 +139,8 @@ class PolicyConfig:
     keypoint_head: bool = False
     keypoint_weight: float = 1.0
     keypoint_condition: bool = False
+    system1_condition: str = "latent"
+    text_tokens: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(str(j) for j in self.joint_names))
@@ -152,6 +174,13 @@ class PolicyConfig:
         if not isinstance(self.keypoint_condition, bool) or (self.keypoint_condition and not self.keypoint_head):
             raise ValueError(f"PolicyConfig.keypoint_condition must be a bool and needs keypoint_head, got "
                              f"{self.keypoint_condition!r} (keypoint_head {self.keypoint_head!r})")
+        if isinstance(self.text_tokens, bool) or self.text_tokens not in TEXT_TOKEN_COUNTS:
+            raise ValueError(f"PolicyConfig.text_tokens must be one of {TEXT_TOKEN_COUNTS}, got {self.text_tokens!r}")
+        if self.system1_condition not in SYSTEM1_CONDITIONS:
+            raise ValueError(f"PolicyConfig.system1_condition must be one of {SYSTEM1_CONDITIONS}, got "
+                             f"{self.system1_condition!r}")
+        if self.system1_condition == "keypoints" and not self.keypoint_condition:
+            raise ValueError("PolicyConfig.system1_condition 'keypoints' needs keypoint_head and keypoint_condition")
         if not isinstance(self.keypoint_head, bool):
             raise ValueError(f"PolicyConfig.keypoint_head must be a bool, got {self.keypoint_head!r}")
         if not (isinstance(self.keypoint_weight, (int, float)) and not isinstance(self.keypoint_weight, bool)
@@ -165,6 +194,11 @@ class PolicyConfig:
     @property
     def action_dim(self) -> int:
         return len(self.joint_names)
+
+    @property
+    def task_head(self) -> bool:
+        """System 2 has a task-kind read-out (``system1_condition == "keypoints"``)."""
+        return self.system1_condition == "keypoints"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -265,9 +299,11 @@ class DualSystemPolicy(nn.Module):
         self.config = config
         self.stats = {k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in stats.items()}
         self.system2 = CompactVLM(len(c.cameras), c.image_size, c.vision_width, c.d_model, c.vlm_layers,
-                                  c.vlm_heads, c.latent_tokens, c.latent_dim)
+                                  c.vlm_heads, c.latent_tokens, c.latent_dim, c.text_tokens)
         extra = NUM_TASK_KEYPOINTS * 3 if c.keypoint_condition else 0
-        self.system1 = ActionExpert(c.latent_tokens, c.latent_dim, 2 * a + extra, c.chunk_size, self.output_dim,
+        extra += len(TASK_KINDS) if c.task_head else 0
+        s1_tokens = 0 if c.system1_condition == "keypoints" else c.latent_tokens  # read-outs only
+        self.system1 = ActionExpert(s1_tokens, c.latent_dim, 2 * a + extra, c.chunk_size, self.output_dim,
                                     c.expert_width, c.expert_blocks, c.cond_dim)
         group = ACTION_STATS_GROUP[c.action_mode]
         t = lambda g, k: torch.tensor(stats[g][k], dtype=torch.float32)  # noqa: E731
@@ -279,6 +315,8 @@ class DualSystemPolicy(nn.Module):
             self.keypoint_head = nn.Linear(c.latent_tokens * c.latent_dim, NUM_TASK_KEYPOINTS * 3)
             self.register_buffer("keypoint_mean", t("keypoints", "mean"), persistent=False)
             self.register_buffer("keypoint_std", t("keypoints", "std"), persistent=False)
+        if c.task_head:
+            self.task_head = nn.Linear(c.latent_tokens * c.latent_dim, len(TASK_KINDS))
         self.register_buffer("alpha_bar", cosine_alpha_bar(c.diffusion_train_steps).float(), persistent=False)
         self._schedule_cache: dict[tuple, torch.Tensor] = {}
 
@@ -287,23 +325,44 @@ class DualSystemPolicy(nn.Module):
         """(B, 2A) raw [rad, m, rad/s, m/s] -> normalised."""
         return (proprio - self.proprio_mean) / self.proprio_std
 
-    def system1_input(self, z: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """System 1's state input: normalised proprio (B, 2A), plus with ``keypoint_condition`` the
-        keypoints read from ``z`` minus the end-effector position, / ``KEYPOINT_REL_SCALE`` (B, 6).
+    def system1_input(self, z: torch.Tensor, proprio: torch.Tensor, keypoints: torch.Tensor | None = None,
+                      task_kind: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """System 1's inputs: the latent part and the state part.
+
+        The state part is the normalised proprio (B, 2A), plus with ``keypoint_condition`` the
+        keypoints minus the end-effector position, / ``KEYPOINT_REL_SCALE`` (B, 6), plus with
+        ``system1_condition = "keypoints"`` the task kind one-hot (B, len(TASK_KINDS)). The latent
+        part is ``z`` (``"latent"``) or an empty (B, 0, Dz) (``"keypoints"``).
 
         Args:
-            z: (B, Tz, Dz) latent; proprio: (B, 2A) raw positions then velocities.
+            z: (B, Tz, Dz) latent.
+            proprio: (B, 2A) raw positions then velocities.
+            keypoints: (B, 2, 3) [m, base_link] to use instead of those read from ``z`` (training
+                on the dataset's keypoints), or None.
+            task_kind: (B,) int64 indices into ``TASK_KINDS`` to use instead of ``task_head``'s
+                arg-max, or None.
+
+        Returns:
+            (latent part (B, Tz or 0, Dz), state part (B, 2A [+ 6] [+ len(TASK_KINDS)])).
         """
+        c = self.config
         p = self.normalize_proprio(proprio)
-        if not self.config.keypoint_condition:
-            return p
+        z_in = z[:, :0] if c.system1_condition == "keypoints" else z
+        if not c.keypoint_condition:
+            return z_in, p
         with torch.no_grad():
-            kp = (self.keypoint_head(z.detach().flatten(1)) * self.keypoint_std + self.keypoint_mean).view(-1, 2, 3)
+            if keypoints is None:
+                keypoints = self.keypoint_head(z.detach().flatten(1)) * self.keypoint_std + self.keypoint_mean
+            kp = keypoints.float().reshape(-1, NUM_TASK_KEYPOINTS, 3)
             with self._kinematics_lock:
                 ee = torch.from_numpy(self._robot_model.fk_positions(
-                    proprio[:, : self.config.action_dim].detach().double().numpy())).float()
-            rel = (kp - ee[:, None, :]).flatten(1) / KEYPOINT_REL_SCALE
-        return torch.cat([p, rel], dim=1)
+                    proprio[:, : c.action_dim].detach().double().numpy())).float()
+            parts = [p, (kp - ee[:, None, :]).flatten(1) / KEYPOINT_REL_SCALE]
+            if c.task_head:
+                if task_kind is None:
+                    task_kind = self.task_head(z.detach().flatten(1)).argmax(dim=1)
+                parts.append(nn.functional.one_hot(task_kind.long(), len(TASK_KINDS)).float())
+        return z_in, torch.cat(parts, dim=1)
 
     def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """(B, H, A) absolute targets -> normalised System 1 rows (B, H, output_dim) (module docstring;
@@ -333,7 +392,12 @@ class DualSystemPolicy(nn.Module):
 
     # --------------------------------------------------------------------------------- System 2
     def encode(self, images: torch.Tensor, text_emb: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        """System 2: images uint8 (B, S, S, 3) or (B, N_cam, S, S, 3) + text_emb (B, 384) -> z (B, Tz, Dz)."""
+        """System 2: images uint8 (B, S, S, 3) or (B, N_cam, S, S, 3) + text_emb (B, text_tokens, 384)
+        float32 (or (B, 384) with one text token) -> z (B, Tz, Dz).
+
+        Raises:
+            ValueError: wrong image or text shapes.
+        """
         if images.dim() == 4:
             images = images.unsqueeze(1)
         s = self.config.image_size
@@ -343,8 +407,11 @@ class DualSystemPolicy(nn.Module):
         x = images_to_tensor(images)  # [B, N, 3, S, S]
         if augment and self.config.augment_shift > 0:
             x = random_shift(x.flatten(0, 1), self.config.augment_shift).view_as(x)
-        if text_emb.shape[-1] != TEXT_DIM:
-            raise ValueError(f"text_emb must be (B, {TEXT_DIM}), got {tuple(text_emb.shape)}")
+        t = self.config.text_tokens
+        if text_emb.shape[-1] != TEXT_DIM or not (text_emb.dim() == 3 and text_emb.shape[1] == t
+                                                  or text_emb.dim() == 2 and t == 1):
+            raise ValueError(f"text_emb must be (B, {t}, {TEXT_DIM})" + (f" or (B, {TEXT_DIM})" if t == 1 else "")
+                             + f" (TextEncoder.encode_instruction), got {tuple(text_emb.shape)}")
         return self.system2(x, text_emb.float())
 
     # --------------------------------------------------------------------------------- training
@@ -353,21 +420,37 @@ class DualSystemPolicy(nn.Module):
 
         Args:
             batch: ``images`` uint8 (B, S, S, 3) or (B, N_cam, S, S, 3); ``text_emb`` float32
-                (B, 384); ``proprio`` float32 (B, 2A) raw; ``actions`` float32 (B, H, A) raw
+                (B, text_tokens, 384) (or (B, 384)); ``proprio`` float32 (B, 2A) raw; ``actions`` float32 (B, H, A) raw
                 absolute targets [rad, m]; with ``keypoint_head``, optionally ``keypoints`` float32
                 (B, 2, 3) [m] of the frame in ``images`` (rows with NaN are left out of that term),
                 and ``scene_images`` (B2, S, S, 3) uint8 + ``scene_text_emb`` (B2, 384) +
                 ``scene_keypoints`` (B2, 2, 3): extra rendered layouts without actions
-                (:mod:`vla_mpc.training.scenes`) that only enter the keypoint term.
+                (:mod:`vla_mpc.training.scenes`) that only enter the keypoint term. With
+                ``system1_condition = "keypoints"`` also ``task_kind`` int64 (B,) (and
+                ``scene_task_kind`` (B2,)) for the task head, and System 1 learns from
+                ``s1_proprio`` (B1, 2A), ``s1_actions`` (B1, H, A), ``s1_keypoints`` (B1, 2, 3)
+                and ``s1_task_kind`` (B1,) when given (rows without frames: the dataset's
+                keypoints, System 2 not run), else from ``proprio``, ``actions``, ``keypoints``
+                and ``task_kind``; rows with NaN keypoints are left out of System 1's term. A
+                batch without ``images`` trains System 1 alone (``"keypoints"`` only).
 
         Returns:
-            (scalar loss, {"loss": ..., "z_rms": ...[, "action_loss", "keypoint_loss"]}). Flow: MSE
-            of the velocity ``a - eps``; ddim: MSE of the v-prediction; both in normalised action
-            units; plus ``keypoint_weight`` x the keypoint MSE in normalised keypoint units.
+            (scalar loss, {"loss": ..., "action_loss": ...[, "z_rms", "keypoint_loss",
+            "task_loss"]}). Flow: MSE of the velocity ``a - eps``; ddim: MSE of the v-prediction;
+            both in normalised action units; plus ``keypoint_weight`` x the keypoint MSE in
+            normalised keypoint units; plus the task head's cross-entropy [nats].
+
+        Raises:
+            ValueError: ``system1_condition = "keypoints"`` and the batch has no keypoints / task
+                kinds, or no row with finite keypoints; a batch without images for a
+                ``"latent"`` policy.
         """
-        proprio = batch["proprio"].float()
-        actions = batch["actions"].float()
-        scenes = self.config.keypoint_head and batch.get("scene_images") is not None
+        c = self.config
+        frames = batch.get("images") is not None
+        if not frames and c.system1_condition != "keypoints":
+            raise ValueError("a batch without images only trains System 1 (system1_condition 'keypoints')")
+        scenes = frames and c.keypoint_head and batch.get("scene_images") is not None
+        z = None
         if scenes:  # one System 2 pass over the demonstration frames and the extra layouts
             b = batch["images"].shape[0]
             images = batch["images"] if batch["images"].dim() == 5 else batch["images"].unsqueeze(1)
@@ -377,17 +460,36 @@ class DualSystemPolicy(nn.Module):
                                 torch.cat([batch["text_emb"].float(), batch["scene_text_emb"].float()]),
                                 augment=self.training)
             z, z_scene = z_all[:b], z_all[b:]
-        else:
+        elif frames:
             z = self.encode(batch["images"], batch["text_emb"], augment=self.training)
-        p = self.system1_input(z, proprio)
-        a = self.normalize_actions(actions, proprio)
-        if self.config.sampler == "flow":
-            loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z, p), a)
+        if c.system1_condition == "keypoints":
+            pre = "s1_" if batch.get("s1_proprio") is not None else ""
+            missing = [pre + k for k in ("keypoints", "task_kind") if batch.get(pre + k) is None]
+            if missing:
+                raise ValueError(f"system1_condition 'keypoints' trains System 1 on the batch's {missing}")
+            proprio, actions = batch[pre + "proprio"].float(), batch[pre + "actions"].float()
+            kp, kind = batch[pre + "keypoints"].float(), batch[pre + "task_kind"]
+            rows = torch.isfinite(kp).flatten(1).all(dim=1)
+            if not bool(rows.any()):
+                raise ValueError("no System 1 row of the batch has finite keypoints")
+            if not bool(rows.all()):
+                proprio, actions, kp, kind = proprio[rows], actions[rows], kp[rows], kind[rows]
+            z_in, p = self.system1_input(proprio.new_zeros((proprio.shape[0], 0, c.latent_dim)), proprio, kp, kind)
         else:
-            loss = diffusion_loss(lambda xt, t: self.system1(xt, t, z, p), a, self.alpha_bar)
-        info = {"z_rms": float(z.detach().pow(2).mean().sqrt())}
+            proprio, actions = batch["proprio"].float(), batch["actions"].float()
+            z_in, p = self.system1_input(z, proprio)
+        a = self.normalize_actions(actions, proprio)
+        if c.sampler == "flow":
+            loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z_in, p), a)
+        else:
+            loss = diffusion_loss(lambda xt, t: self.system1(xt, t, z_in, p), a, self.alpha_bar)
+        info = {"action_loss": float(loss.detach())}
+        if z is None:  # System 1 alone
+            info["loss"] = info["action_loss"]
+            return loss, info
+        info["z_rms"] = float(z.detach().pow(2).mean().sqrt())
         preds, targets = [], []
-        if self.config.keypoint_head and batch.get("keypoints") is not None:
+        if c.keypoint_head and batch.get("keypoints") is not None:
             preds.append(self.keypoint_head(z.flatten(1)))
             targets.append(batch["keypoints"].float().flatten(1))
         if scenes:
@@ -399,11 +501,37 @@ class DualSystemPolicy(nn.Module):
             valid = torch.isfinite(target).all(dim=1)
             if bool(valid.any()):
                 kp_loss = (pred[valid] - target[valid]).pow(2).mean()
-                info["action_loss"] = float(loss.detach())
                 info["keypoint_loss"] = float(kp_loss.detach())
-                loss = loss + self.config.keypoint_weight * kp_loss
+                loss = loss + c.keypoint_weight * kp_loss
+        if c.task_head:
+            if batch.get("task_kind") is None:
+                raise ValueError("the task head needs the batch's 'task_kind' for its frames")
+            logits, kinds = [self.task_head(z.flatten(1))], [batch["task_kind"]]
+            if scenes and batch.get("scene_task_kind") is not None:
+                logits.append(self.task_head(z_scene.flatten(1)))
+                kinds.append(batch["scene_task_kind"])
+            task_loss = nn.functional.cross_entropy(torch.cat(logits), torch.cat(kinds).long())
+            info["task_loss"] = float(task_loss.detach())
+            loss = loss + task_loss
         info["loss"] = float(loss.detach())
         return loss, info
+
+    @torch.inference_mode()
+    def predict_task_kind(self, z: torch.Tensor) -> torch.Tensor:
+        """System 2's reading of the task kind from its latent.
+
+        Args:
+            z: (B, Tz, Dz) float32.
+
+        Returns:
+            (B,) int64 indices into :data:`~vla_mpc.sim.tasks.TASK_KINDS`.
+
+        Raises:
+            RuntimeError: the policy has no task head (``system1_condition`` is not ``"keypoints"``).
+        """
+        if not self.config.task_head:
+            raise RuntimeError("this policy has no task head (PolicyConfig.system1_condition is not 'keypoints')")
+        return self.task_head(z.float().flatten(1)).argmax(dim=1)
 
     @torch.inference_mode()
     def predict_keypoints(self, z: torch.Tensor) -> torch.Tensor:
@@ -463,8 +591,8 @@ class DualSystemPolicy(nn.Module):
         """
         c = self.config
         b = z.shape[0]
-        p = self.system1_input(z.float(), proprio.float())
-        c_in, film = self.system1.prepare(self.system1.condition(z.float(), p))
+        z_in, p = self.system1_input(z.float(), proprio.float())
+        c_in, film = self.system1.prepare(self.system1.condition(z_in, p))
         base = c_in.unsqueeze(0) + self._time_terms().unsqueeze(1)  # [K, B, W]: cached per chunk
         if noise is None:
             noise = torch.randn((b, c.chunk_size, self.output_dim), generator=generator)
@@ -485,9 +613,11 @@ class DualSystemPolicy(nn.Module):
         return self.denormalize_actions(x, proprio.float(), frozen)
 
     def num_parameters(self) -> dict[str, int]:
-        """Parameter counts: ``system2`` (with the keypoint head), ``system1``, ``total``."""
+        """Parameter counts: ``system2`` (with the keypoint and task heads), ``system1``, ``total``."""
         s2 = sum(p.numel() for p in self.system2.parameters())
         if self.config.keypoint_head:
             s2 += sum(p.numel() for p in self.keypoint_head.parameters())
+        if self.config.task_head:
+            s2 += sum(p.numel() for p in self.task_head.parameters())
         s1 = sum(p.numel() for p in self.system1.parameters())
         return {"system2": s2, "system1": s1, "total": s2 + s1}

@@ -399,6 +399,7 @@ class ScriptedSystem1:
             align = bool(((getattr(spec, "sim", None) or {}).get("expert") or {}).get("push_align", False))
         self._push_align = align
         self._state = _State()
+        self._goal: tuple[np.ndarray, np.ndarray] | None = None  # (arm goal, gripper target) of the last infer
         self.status = "idle"
         self._rng = np.random.default_rng(self.config.noise_seed)
         self._noise = np.zeros(self.action_dim)
@@ -422,6 +423,7 @@ class ScriptedSystem1:
         self._state = _State()
         self.status = "idle"
         self._noise = np.zeros(self.action_dim)
+        self._goal: tuple[np.ndarray, np.ndarray] | None = None
 
     def tcp_position(self, q: np.ndarray) -> np.ndarray:
         """TCP position (3,) [m] in base_link for joint positions ``q`` over ``joint_names``."""
@@ -517,6 +519,7 @@ class ScriptedSystem1:
         task = decode_latent(z)
         st = self._state
         self._tcp_now = self.tcp_position(q)
+        self._goal = None
         if self.config.random_actions and task.valid:
             return self._wander(task, q, p0, v0)
         if not task.valid or task.task is TaskId.IDLE:
@@ -534,7 +537,33 @@ class ScriptedSystem1:
             return np.repeat(p0[None, :], self.chunk_size, axis=0)
         self.status = f"{st.phase.value}: TCP target {np.round(tcp_target, 3).tolist()}"
         q_goal, grip_target = self._perturb(q_goal, grip_target)
+        self._goal = (q_goal, grip_target)
         return self._chunk(p0, v0, q_goal, grip_target)
+
+    def chunk_from_rest(self, proprio: np.ndarray) -> np.ndarray:
+        """The chunk towards the goal of the last :meth:`infer` call, planned from ``proprio`` at
+        rest, without advancing the phase: what the expert would do from this measured state.
+
+        :meth:`infer` plans from the committed prefix and its velocity, which is right for the
+        expert's own execution; a DAgger label for a state the *learner* reached must not carry the
+        learner's commanded velocity (the quintic would carry it through the whole chunk).
+
+        Args:
+            proprio: (action_dim,) measured joint positions [rad or m].
+
+        Returns:
+            (chunk_size, action_dim) float64; the positions held when :meth:`infer` produced no goal
+            (idle, IK failure, wandering) since the last reset.
+
+        Raises:
+            ValueError: bad shape or non-finite input.
+        """
+        q = np.asarray(proprio, dtype=np.float64).reshape(-1)
+        if q.shape != (self.action_dim,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"proprio must be finite ({self.action_dim},), got shape {np.shape(proprio)}")
+        if self._goal is None:
+            return np.repeat(q[None, :], self.chunk_size, axis=0)
+        return self._chunk(q, np.zeros_like(q), *self._goal)
 
     def _perturb(self, q_goal_arm: np.ndarray, grip_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add the Ornstein-Uhlenbeck offset (``noise_std``) to the goal, clipped to the limits."""

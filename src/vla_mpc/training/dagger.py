@@ -14,7 +14,8 @@ labels to the data. Here, without ROS (:func:`vla_mpc.sim.rollout.run_episode`'s
   chunk the expert's chunk is executed instead (the mixture policy of DAgger's first iterations);
 * the scripted expert (privileged object poses, :class:`~vla_mpc.models.scripted.ScriptedSystem2`
   + :class:`~vla_mpc.models.scripted.ScriptedSystem1`) runs beside it on the same measured states
-  and its chunk is the label;
+  and its chunk, planned from the measured positions at rest (not from the learner's committed
+  prefix, whose velocity it would carry on), is the label;
 * a row is written at each chunk (``chunk_rate_hz``, 10 Hz = the dataset's camera rate): the
   ``front`` frame rendered at the sim node's 224 px and resized like the camera ingest, positions
   and velocities, the expert's chunk resampled to ``chunk_dt``, the task keypoints.
@@ -102,8 +103,16 @@ class _Relabel:
         z_learner, z_expert = z
         if self._t0 is None:
             self._t0 = self.sim.time
-        label = self.expert.infer(z_expert, proprio, prefix, velocity=velocity)
-        chunk = label if self.rng.random() < self.beta else self.learner.infer(z_learner, proprio, prefix, velocity)
+        # The label starts at the measured positions, at rest: what the expert would do from this
+        # state (its own chunk, executed when it drives, continues from the committed prefix).
+        # Started from the learner's committed prefix instead, the expert's quintic inherits
+        # the learner's commanded velocity and (stretched to respect the velocity limits) carries
+        # it on for the whole chunk: labels that swing the tool 20-40 cm one way or the other
+        # between consecutive calls, which System 1 cannot fit (session-5 trace, README).
+        expert_chunk = self.expert.infer(z_expert, proprio, prefix, velocity=velocity)  # advances its phase
+        label = self.expert.chunk_from_rest(proprio)
+        chunk = expert_chunk if self.rng.random() < self.beta else self.learner.infer(z_learner, proprio, prefix,
+                                                                                        velocity)
         v = np.zeros_like(proprio) if velocity is None else velocity
         r = self.rows
         last = self.latents.last_images  # System 2 ran at this instant: its frame, not a second render

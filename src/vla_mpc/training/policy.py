@@ -24,11 +24,32 @@ import torch
 
 from vla_mpc.models.action_expert import SAMPLERS
 from vla_mpc.models.checkpoint import save_policy
-from vla_mpc.models.policy import ACTION_MODES, DualSystemPolicy, PolicyConfig, delta_action_stats
+from vla_mpc.models.policy import (
+    ACTION_MODES,
+    SYSTEM1_CONDITIONS,
+    DualSystemPolicy,
+    PolicyConfig,
+    delta_action_stats,
+)
 
-__all__ = ["make_policy_batch", "perturb_proprio", "build_policy", "parse_args", "main"]
+__all__ = ["make_policy_batch", "make_system1_batch", "task_kind_indices", "perturb_proprio", "build_policy",
+           "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
+#: Per-axis std of the noise on System 1's training keypoints [m]: System 2 reads the keypoints of
+#: unseen layouts to 1-2 cm (README, "Measured"), about 1 cm per axis.
+DEFAULT_KEYPOINT_NOISE = 0.01
+
+
+def task_kind_indices(instructions: Sequence[str]) -> dict[str, int]:
+    """{instruction: index into :data:`~vla_mpc.sim.tasks.TASK_KINDS`} (the task head's labels).
+
+    Raises:
+        ValueError: an instruction that does not parse (:func:`~vla_mpc.sim.tasks.parse_instruction`).
+    """
+    from vla_mpc.sim.tasks import TASK_KINDS, parse_instruction
+
+    return {text: TASK_KINDS.index(parse_instruction(text).kind) for text in set(instructions)}
 
 
 def _instruction_of_rows(dataset) -> np.ndarray:
@@ -51,24 +72,27 @@ def make_policy_batch(
     max_latent_lag: int = DEFAULT_MAX_LATENT_LAG,
     rows: np.ndarray | None = None,
     instructions: np.ndarray | None = None,
+    task_kinds: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """A random training batch (contract E).
 
     Args:
         dataset: a contract-B dataset (``training.dataset.Dataset``: ``meta``, ``frames``,
             ``proprio``, ``actions``, ``episode_index``, ``rows(split)``).
-        text_emb: {instruction: (384,) float32}.
+        text_emb: {instruction: (384,) or (text_tokens, 384) float32} (``TextEncoder.encode_many``).
         split: ``"train"`` or ``"val"``.
         rng: numpy generator (the loop's, so batches are reproducible).
         batch_size: B.
         max_latent_lag: the frame is drawn ``lag ~ U{0..max_latent_lag}`` rows earlier in the same
             episode (lag 0 at an episode's first rows).
         rows / instructions: precomputed ``dataset.rows(split)`` and per-row instructions (speed).
+        task_kinds: (N,) int64 per-row task kind indices (:func:`task_kind_indices`), or None.
 
     Returns:
-        ``images`` uint8 (B, S, S, 3), ``text_emb`` float32 (B, 384), ``proprio`` float32 (B, 2A),
+        ``images`` uint8 (B, S, S, 3), ``text_emb`` float32 (B, [text_tokens,] 384), ``proprio`` float32 (B, 2A),
         ``actions`` float32 (B, H, A); when the dataset has keypoints also ``keypoints`` float32
-        (B, 2, 3) [m] of the (older) frame's row, NaN where unknown.
+        (B, 2, 3) [m] of the (older) frame's row, NaN where unknown; with ``task_kinds`` also
+        ``task_kind`` int64 (B,).
 
     Raises:
         ValueError: an empty split or an instruction without an embedding.
@@ -94,27 +118,76 @@ def make_policy_batch(
     }
     if getattr(dataset, "keypoints", None) is not None:
         batch["keypoints"] = torch.from_numpy(np.asarray(dataset.keypoints[older], dtype=np.float32))
+    if task_kinds is not None:
+        batch["task_kind"] = torch.from_numpy(np.asarray(task_kinds[pick], dtype=np.int64))
     return batch
 
 
+def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: np.random.Generator,
+                       batch_size: int, *, max_latent_lag: int = DEFAULT_MAX_LATENT_LAG,
+                       keypoint_noise: float = DEFAULT_KEYPOINT_NOISE) -> dict[str, torch.Tensor]:
+    """Rows for System 1 alone (``system1_condition = "keypoints"``): no frame is read.
+
+    System 1 then sees the dataset's task keypoints as System 2 would give them at run time: from a
+    frame ``lag ~ U{0..max_latent_lag}`` rows older (same episode), plus N(0, ``keypoint_noise``^2)
+    per axis [m], the same offset for both keypoints of a row plus an independent one for each
+    (System 2's errors are partly shared: the same image). The labels stay the demonstrated
+    chunk; System 1 so learns to act on keypoints that are slightly stale and slightly wrong.
+
+    Args:
+        dataset: a contract-B dataset with ``keypoints``.
+        rows: the rows to draw from (finite keypoints only).
+        task_kinds: (N,) int64 per-row task kind indices.
+
+    Returns:
+        ``s1_proprio`` float32 (B, 2A), ``s1_actions`` float32 (B, H, A), ``s1_keypoints`` float32
+        (B, 2, 3) [m], ``s1_task_kind`` int64 (B,).
+
+    Raises:
+        ValueError: no rows, or a dataset without keypoints.
+    """
+    if len(rows) == 0 or getattr(dataset, "keypoints", None) is None:
+        raise ValueError("System 1 rows need a dataset with keypoints and at least one row")
+    pick = np.sort(rng.choice(rows, size=batch_size, replace=len(rows) < batch_size))
+    lag = rng.integers(0, max_latent_lag + 1, size=batch_size)
+    ep = np.asarray(dataset.episode_index)
+    older = np.maximum(pick - lag, 0)
+    older = np.where(ep[older] == ep[pick], older, pick)
+    kp = np.asarray(dataset.keypoints[older], dtype=np.float32)
+    kp = np.where(np.isfinite(kp), kp, np.asarray(dataset.keypoints[pick], dtype=np.float32))
+    if keypoint_noise > 0.0:
+        shared = rng.normal(0.0, keypoint_noise / np.sqrt(2.0), size=(batch_size, 1, 3))
+        own = rng.normal(0.0, keypoint_noise / np.sqrt(2.0), size=kp.shape)
+        kp = kp + (shared + own).astype(np.float32)
+    return {"s1_proprio": torch.from_numpy(np.asarray(dataset.proprio[pick], dtype=np.float32)),
+            "s1_actions": torch.from_numpy(np.asarray(dataset.actions[pick], dtype=np.float32)),
+            "s1_keypoints": torch.from_numpy(kp),
+            "s1_task_kind": torch.from_numpy(np.asarray(task_kinds[pick], dtype=np.int64))}
+
+
 def make_scene_batch(scenes: Sequence[Any], sizes: np.ndarray, text_emb: dict[str, np.ndarray],
-                     rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+                     rng: np.random.Generator, batch_size: int,
+                     kind_of: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """``batch_size`` random frames drawn uniformly over all ``scenes`` (:class:`~vla_mpc.training.
     scenes.SceneSet`; ``sizes`` their lengths): ``scene_images`` uint8 (B2, S, S, 3),
-    ``scene_text_emb`` float32 (B2, 384), ``scene_keypoints`` float32 (B2, 2, 3) [m]."""
+    ``scene_text_emb`` float32 (B2, [text_tokens,] 384), ``scene_keypoints`` float32 (B2, 2, 3) [m]; with
+    ``kind_of`` ({instruction: task kind index}) also ``scene_task_kind`` int64 (B2,)."""
     flat = np.sort(rng.integers(0, int(sizes.sum()), size=batch_size))
     which = np.searchsorted(np.cumsum(sizes), flat, side="right")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    images, embs, kps = [], [], []
+    images, kps, texts = [], [], []
     for k in np.unique(which):
         idx = flat[which == k] - starts[k]
         sc = scenes[k]
         images.append(np.asarray(sc.frames[idx]))
         kps.append(np.asarray(sc.keypoints[idx], dtype=np.float32))
-        embs.extend(text_emb[t] for t in sc.instructions[idx])
-    return {"scene_images": torch.from_numpy(np.concatenate(images)),
-            "scene_text_emb": torch.from_numpy(np.stack(embs).astype(np.float32)),
-            "scene_keypoints": torch.from_numpy(np.concatenate(kps))}
+        texts.extend(sc.instructions[idx])
+    out = {"scene_images": torch.from_numpy(np.concatenate(images)),
+           "scene_text_emb": torch.from_numpy(np.stack([text_emb[t] for t in texts]).astype(np.float32)),
+           "scene_keypoints": torch.from_numpy(np.concatenate(kps))}
+    if kind_of is not None:
+        out["scene_task_kind"] = torch.tensor([kind_of[t] for t in texts], dtype=torch.int64)
+    return out
 
 
 def perturb_proprio(batch: dict[str, torch.Tensor], rng: np.random.Generator, std: float, joints: int) -> None:
@@ -129,9 +202,10 @@ def perturb_proprio(batch: dict[str, torch.Tensor], rng: np.random.Generator, st
     """
     if std <= 0.0:
         return
-    p = batch["proprio"]
-    noise = rng.normal(0.0, std, size=(p.shape[0], joints)).astype(np.float32)
-    p[:, :joints] += torch.from_numpy(noise)
+    for key in ("proprio", "s1_proprio"):  # the System 1 rows too (system1_condition "keypoints")
+        p = batch.get(key)
+        if p is not None:
+            p[:, :joints] += torch.from_numpy(rng.normal(0.0, std, size=(p.shape[0], joints)).astype(np.float32))
 
 
 def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints: np.ndarray | None = None,
@@ -210,6 +284,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "rows, labels kept on the demonstrated targets (DART-style corrections; default 0.02, 0 = off)")
     ap.add_argument("--max-latent-lag", type=int, default=DEFAULT_MAX_LATENT_LAG,
                     help="frames the System 2 input may lag the proprio/actions (default 4 = 0.4 s at 10 Hz)")
+    ap.add_argument("--system1-condition", choices=SYSTEM1_CONDITIONS, default="latent",
+                    help="what System 1 reads: 'latent' (default: all of z) or 'keypoints' (only System 2's "
+                         "read-outs of z: the task keypoints and kind; System 1 then trains on the dataset's "
+                         "keypoints, no frames; needs a dataset with keypoints)")
+    ap.add_argument("--text-tokens", type=int, choices=(1, 3), default=1,
+                    help="System 2's text input: 1 (default: the instruction's sentence embedding) or 3 (also its "
+                         "object and goal phrases' embeddings, which bind colours to roles; not yet measured better, "
+                         "README)")
+    ap.add_argument("--system1-batch-size", type=int, default=256,
+                    help="System 1 rows per step with --system1-condition keypoints (default 256)")
+    ap.add_argument("--system1-only", action="store_true",
+                    help="with --init of a '--system1-condition keypoints' checkpoint: train System 1 alone on the "
+                         "datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a DAgger "
+                         "round)")
+    ap.add_argument("--keypoint-noise", type=float, default=DEFAULT_KEYPOINT_NOISE,
+                    help=f"per-axis std [m] of the noise on System 1's training keypoints with --system1-condition "
+                         f"keypoints (default {DEFAULT_KEYPOINT_NOISE}: System 2's error on unseen layouts)")
     return ap.parse_args(argv)
 
 
@@ -239,18 +330,35 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
                               action_mode=opt["action_mode"], stats_rows=rows["train"],
                               keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
+                              system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"],
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
+    if opt["system1_only"]:
+        if opt["init"] is None or not policy.config.task_head:
+            raise ValueError("--system1-only needs --init of a policy trained with --system1-condition keypoints")
+        for name, param in policy.named_parameters():
+            param.requires_grad_(name.startswith("system1."))
     instructions = _instruction_of_rows(ds)
-    scenes = [SceneSet.load(p) for p in opt["scenes"]]
+    scenes = [] if opt["system1_only"] else [SceneSet.load(p) for p in opt["scenes"]]
     for sc in scenes:
         if sc.meta["robot"] != ds.meta["robot"] or int(sc.meta["image_size"]) != int(ds.meta["image_size"]):
             raise ValueError(f"scenes {sc.path}: robot {sc.meta['robot']!r} / image_size {sc.meta['image_size']} "
                              f"do not match the dataset's {ds.meta['robot']!r} / {ds.meta['image_size']}")
     scene_instr = [sc.instructions for sc in scenes]
     all_instr = set(instructions.tolist()).union(*[set(i.tolist()) for i in scene_instr])
-    text_emb = TextEncoder().encode_many(sorted(all_instr))
+    text_emb = {} if opt["system1_only"] else TextEncoder().encode_many(sorted(all_instr),
+                                                                         tokens=policy.config.text_tokens)
     if len(rows["val"]) == 0:
         rows["val"] = rows["train"]  # tiny datasets: validate on training rows (noted in the summary)
+    kind_of = row_kinds = s1_rows = None
+    if policy.config.task_head:
+        kind_of = task_kind_indices(sorted(all_instr))
+        row_kinds = np.array([kind_of[t] for t in instructions], dtype=np.int64)
+        finite = np.isfinite(np.asarray(ds.keypoints)).reshape(len(ds.keypoints), -1).all(axis=1)
+        s1_rows = {k: v[finite[v]] for k, v in rows.items()}
+        if len(s1_rows["train"]) == 0:
+            raise ValueError("--system1-condition keypoints: no training row has keypoints")
+        if len(s1_rows["val"]) == 0:
+            s1_rows["val"] = s1_rows["train"]
 
     scene_sizes = np.array([len(sc) for sc in scenes], dtype=np.int64)
     n_arm = 0
@@ -260,10 +368,21 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         n_arm = load_robot_spec(policy.config.robot).n_arm
 
     def make_batch(split: str, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        if opt["system1_only"]:
+            batch = make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
+                                       max_latent_lag=opt["max_latent_lag"],
+                                       keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0)
+            if split == "train":
+                perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
+            return batch
         batch = make_policy_batch(ds, text_emb, split, rng, batch_size, max_latent_lag=opt["max_latent_lag"],
-                                  rows=rows[split], instructions=instructions)
+                                  rows=rows[split], instructions=instructions, task_kinds=row_kinds)
         if split == "train" and scenes and policy.config.keypoint_head:
-            batch.update(make_scene_batch(scenes, scene_sizes, text_emb, rng, opt["scene_batch_size"]))
+            batch.update(make_scene_batch(scenes, scene_sizes, text_emb, rng, opt["scene_batch_size"], kind_of))
+        if s1_rows is not None:  # validation: the same rows, without the keypoint noise
+            batch.update(make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
+                                            max_latent_lag=opt["max_latent_lag"],
+                                            keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0))
         if split == "train":
             perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
         return batch
@@ -272,6 +391,9 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
              "scenes": [str(Path(p).resolve()) for p in opt["scenes"]], "scene_frames": int(scene_sizes.sum()),
              "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"],
              "proprio_noise": opt["proprio_noise"]}
+    if s1_rows is not None:
+        extra.update(system1_batch_size=opt["system1_batch_size"], keypoint_noise=opt["keypoint_noise"],
+                     system1_only=bool(opt["system1_only"]))
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
                          lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])
     counts = policy.num_parameters()
