@@ -62,6 +62,18 @@ def _instruction_of_rows(dataset) -> np.ndarray:
     return np.array([by_index[int(i)] for i in ep], dtype=object)
 
 
+def _rows_and_older(dataset, rows: np.ndarray, rng: np.random.Generator, batch_size: int,
+                    max_latent_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """``batch_size`` sorted rows drawn from ``rows`` and, for each, the row ``lag ~ U{0..max_latent_lag}``
+    earlier in the same episode (the row itself where that would cross into the previous episode):
+    where System 2's latent comes from at run time."""
+    pick = np.sort(rng.choice(rows, size=batch_size, replace=len(rows) < batch_size))
+    lag = rng.integers(0, max_latent_lag + 1, size=batch_size)
+    ep = np.asarray(dataset.episode_index)
+    older = np.maximum(pick - lag, 0)
+    return pick, np.where(ep[older] == ep[pick], older, pick)
+
+
 def make_policy_batch(
     dataset,
     text_emb: dict[str, np.ndarray],
@@ -101,11 +113,7 @@ def make_policy_batch(
     if len(rows) == 0:
         raise ValueError(f"dataset split {split!r} has no rows")
     instructions = _instruction_of_rows(dataset) if instructions is None else instructions
-    pick = np.sort(rng.choice(rows, size=batch_size, replace=len(rows) < batch_size))
-    lag = rng.integers(0, max_latent_lag + 1, size=batch_size)
-    ep = np.asarray(dataset.episode_index)
-    older = np.maximum(pick - lag, 0)
-    older = np.where(ep[older] == ep[pick], older, pick)  # never cross into the previous episode
+    pick, older = _rows_and_older(dataset, rows, rng, batch_size, max_latent_lag)
     try:
         emb = np.stack([text_emb[instructions[r]] for r in pick]).astype(np.float32)
     except KeyError as exc:
@@ -148,11 +156,7 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
     """
     if len(rows) == 0 or getattr(dataset, "keypoints", None) is None:
         raise ValueError("System 1 rows need a dataset with keypoints and at least one row")
-    pick = np.sort(rng.choice(rows, size=batch_size, replace=len(rows) < batch_size))
-    lag = rng.integers(0, max_latent_lag + 1, size=batch_size)
-    ep = np.asarray(dataset.episode_index)
-    older = np.maximum(pick - lag, 0)
-    older = np.where(ep[older] == ep[pick], older, pick)
+    pick, older = _rows_and_older(dataset, rows, rng, batch_size, max_latent_lag)
     kp = np.asarray(dataset.keypoints[older], dtype=np.float32)
     kp = np.where(np.isfinite(kp), kp, np.asarray(dataset.keypoints[pick], dtype=np.float32))
     if keypoint_noise > 0.0:
