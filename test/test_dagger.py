@@ -40,6 +40,7 @@ def test_rollouts_are_labelled_by_the_expert(tmp_path, beta):
     (ep,) = ds.meta["episodes"]
     assert ep["expert_labels"] and ep["source"] == "dagger" and ep["success"] == (beta == 1.0)
     assert meta["dagger"]["learner_sr"] == {"reach": float(beta == 1.0)}
+    assert meta["dagger"]["expert_phases"] == "state"  # the labelling expert is a function of the state
     n = len(ds)
     assert n == ep["stop"] and ds.frames.shape == (n, 96, 96, 3) and ds.actions.shape == (n, 16, 8)
     assert np.all(np.isfinite(ds.keypoints)) and ds.keypoints.shape == (n, 2, 3)
@@ -51,15 +52,26 @@ def test_rollouts_are_labelled_by_the_expert(tmp_path, beta):
     # the rows are imitable even when the learner failed
     assert len(ds.rows("all", success_only=True, expert_labels=True)) == n
     assert len(ds.rows("all", success_only=True)) == (n if beta else 0)
-    # the expert's labels head for the cube: the chunk's last target is nearer in joint space to
-    # the arm's motion towards it than the first (the TCP descends towards the cube's top face)
+    # the expert's labels head for the cube: each label continues the row's measured velocity
+    # (label[1] - label[0] ~ v dt) and bends it towards the cube, so its last target's TCP is nearer
+    # the cube than where the arm would coast at that velocity over the chunk
     from vla_mpc.core.robot_model import RobotModel
 
     model = RobotModel(load_robot_spec("panda"))
-    first = model.fk_positions(ds.actions[0, 0].astype(np.float64)[None])[0]
-    last = model.fk_positions(ds.actions[-1, -1].astype(np.float64)[None])[0]
-    goal = ds.keypoints[0, 1]
-    assert np.linalg.norm(last[:2] - goal[:2]) < np.linalg.norm(first[:2] - goal[:2])
+    q, v = ds.proprio[:, :8].astype(np.float64), ds.proprio[:, 8:].astype(np.float64)
+    horizon = (ds.actions.shape[1] - 1) * 0.05
+    label_end = model.fk_positions(ds.actions[:, -1].astype(np.float64))
+    coast_end = model.fk_positions(q + v * horizon)
+    goal = ds.keypoints[:, 1].astype(np.float64)
+    nearer = np.linalg.norm(label_end - goal, axis=1) < np.linalg.norm(coast_end - goal, axis=1)
+    moving = np.abs(v[:, :7]).max(axis=1) > 0.05
+    assert moving.sum() >= 5 and nearer[moving].mean() >= 0.8, (moving.sum(), nearer[moving].mean())
+    rows = np.flatnonzero(moving)
+    fastest = np.abs(v[rows, :7]).argmax(axis=1)
+    first_step = ds.actions[rows, 1, fastest] - ds.actions[rows, 0, fastest]
+    assert np.mean(np.sign(first_step) == np.sign(v[rows, fastest])) >= 0.9  # continues the measured motion
+    if beta == 1.0:  # the expert drives: its labels end nearer the cube than the episode began
+        assert np.linalg.norm(label_end[-1] - goal[-1]) < np.linalg.norm(label_end[0] - goal[0])
 
 
 def test_bad_arguments_are_refused(tmp_path):
@@ -69,6 +81,8 @@ def test_bad_arguments_are_refused(tmp_path):
         collect(tmp_path / "none", tmp_path / "o", beta=1.5)
     with pytest.raises(ValueError, match="kinds"):
         collect(tmp_path / "none", tmp_path / "o", kinds=["juggle"])
+    with pytest.raises(ValueError, match="phases"):
+        collect(tmp_path / "none", tmp_path / "o", expert_phases="random")
 
 
 def _write(path, rows_per_ep: int, episodes: int, value: int, keypoints: bool, **meta_over) -> None:

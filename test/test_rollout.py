@@ -43,6 +43,19 @@ def test_expert_solves_each_task(panda, kind: str) -> None:
         assert moved @ task.direction >= task.push_distance
 
 
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_state_phase_expert_solves_each_task(panda, kind: str) -> None:
+    """DAgger's labelling expert (phases read from the state) is itself a complete expert."""
+    from vla_mpc.core.robot_model import RobotModel
+    from vla_mpc.models.scripted import ScriptedSystem1, ScriptedSystem1Config
+
+    sim, s2, _ = panda
+    s1 = ScriptedSystem1(sim.spec, RobotModel(sim.spec), ScriptedSystem1Config(phases="state"))
+    episode = sample_episode("panda", kind, EVAL_SEED_OFFSET + 11)
+    res = run_episode(sim, episode, s2, s1)
+    assert res.success, (res.instruction, res.final_phase, res.status)
+
+
 def test_unknown_object_fails_within_the_time_limit(panda) -> None:
     sim, s2, s1 = panda
     ep = sample_episode("panda", "reach", 3)
@@ -128,3 +141,53 @@ def test_system2_gets_rendered_frames_and_system1_velocities(panda) -> None:
 def test_cli_learned_checkpoint_errors(tmp_path, capsys) -> None:
     assert main(["--checkpoint", str(tmp_path / "missing"), "--kind", "reach", "--episodes", "1"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_privileged_readouts_hand_system1_the_true_keypoints(panda, tmp_path) -> None:
+    """The ablation wrapper conditions System 1 on the sim's true keypoints and the episode's kind
+    (a push's origin bound at the episode's start); a policy without keypoint input is refused."""
+    from vla_mpc.sim.rollout import PrivilegedReadouts, learned_success_rates
+    from vla_mpc.sim.tasks import bind_origin, task_keypoints
+
+    sim, _, _ = panda
+    calls = []
+
+    class Recorder:
+        chunk_size, action_dim, dt, status = 16, 8, 0.05, "ok"
+
+        def reset(self):
+            pass
+
+        def infer(self, z, proprio, prefix=None, velocity=None, keypoints=None, task_kind=None):
+            calls.append((keypoints, task_kind))
+            return np.repeat(np.asarray(proprio)[None], 16, axis=0)
+
+    wrapped = PrivilegedReadouts(Recorder(), sim)
+    episode = sample_episode("panda", "push", 5)
+    sim.reset(episode=episode)
+    q = sim.joint_state()[1][:8]
+    with pytest.raises(RuntimeError, match="start"):
+        wrapped.infer(None, q)
+    wrapped.start(episode)
+    wrapped.infer(None, q)
+    objects = sim.object_poses()
+    expected = task_keypoints(bind_origin(episode.task, objects), objects)
+    np.testing.assert_allclose(calls[-1][0], expected)
+    assert calls[-1][1] == "push"
+
+    import torch
+
+    from vla_mpc.models.checkpoint import save_policy
+    from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig
+
+    a = sim.spec.n_joints
+    cfg = PolicyConfig(robot="panda", joint_names=sim.spec.joint_names, image_size=32, vision_width=8, d_model=32,
+                       vlm_heads=2, latent_tokens=4, latent_dim=16, expert_width=64, expert_blocks=1, cond_dim=32)
+    stats = {"proprio": {"mean": [0.0] * 2 * a, "std": [1.0] * 2 * a},
+             "action_delta": {"mean": [0.0] * a, "std": [0.01] * a}}
+    torch.manual_seed(0)
+    save_policy(DualSystemPolicy(cfg, stats).eval(), tmp_path / "ckpt")  # latent-conditioned: no keypoints
+    with pytest.raises(ValueError, match="keypoint_condition"):
+        learned_success_rates(str(tmp_path / "ckpt"), "panda", ["reach"], 1, privileged_readouts=True)
+    with pytest.raises(SystemExit):
+        main(["--privileged-readouts", "--kind", "reach", "--episodes", "1"])  # no checkpoint to ablate

@@ -226,25 +226,112 @@ def test_config_validation():
         ScriptedSystem1Config(pregrasp_height=-0.1)
 
 
-def test_chunk_from_rest_ignores_the_committed_velocity():
-    """A DAgger label: the same goal as ``infer``, planned from the measured positions at rest; a
-    fast committed prefix moves ``infer``'s chunk but not this one, and the phase does not move."""
+def test_chunk_from_state_continues_the_measured_motion_not_the_committed_one():
+    """A DAgger label: the same goal as ``infer``, planned from the measured positions and
+    velocities; a fast committed prefix moves ``infer``'s chunk but not the label, the measured
+    velocity starts it, and the phase does not move."""
     s1 = ScriptedSystem1.from_robot("panda")
     s2 = ScriptedSystem2()
     q = np.asarray(s1.spec.home, dtype=np.float64)
-    assert np.array_equal(s1.chunk_from_rest(q), np.repeat(q[None], s1.chunk_size, axis=0))  # no goal yet: hold
+    assert np.array_equal(s1.chunk_from_state(q), np.repeat(q[None], s1.chunk_size, axis=0))  # no goal yet: hold
     z = s2.infer({}, "reach the red cube", OBJECTS)
     push = np.zeros_like(q)
     push[0] = 0.03  # 0.6 rad/s on joint 1, committed by someone else
     prefix = np.stack([q, q + push])
     executed = s1.infer(z, q, prefix)
     phase = s1.phase
-    label = s1.chunk_from_rest(q)
+    label = s1.chunk_from_state(q)  # at rest
     calm = ScriptedSystem1.from_robot("panda")
     reference = calm.infer(z, q)  # the expert from rest, on its own
     np.testing.assert_allclose(label, reference, atol=1e-9)
     np.testing.assert_array_equal(label[0], q)
     assert np.abs(executed[:, 0] - label[:, 0]).max() > 0.05  # infer carried the prefix's velocity
+    # moving: the label leaves q at the measured velocity (the joints moving towards the goal)
+    goal_dir = np.sign(label[-1] - q)
+    v = 0.2 * goal_dir
+    v[s1.spec.gripper_indices] = 0.0
+    moving = s1.chunk_from_state(q, v)
+    np.testing.assert_array_equal(moving[0], q)
+    arm = np.asarray([i for i in range(len(q)) if i not in set(s1.spec.gripper_indices)])
+    np.testing.assert_allclose((moving[1] - moving[0])[arm], v[arm] * s1.dt, atol=0.2 * 0.2 * s1.dt)
+    assert np.all(np.abs(moving[4] - q)[arm] >= np.abs(label[4] - q)[arm] - 1e-9)  # ahead of the start from rest
     assert s1.phase is phase
     with pytest.raises(ValueError, match="proprio"):
-        s1.chunk_from_rest(q[:3])
+        s1.chunk_from_state(q[:3])
+    with pytest.raises(ValueError, match="velocity"):
+        s1.chunk_from_state(q, np.full(len(q), np.nan))
+
+
+def _q_at(s1: ScriptedSystem1, tcp: np.ndarray, gripper: np.ndarray) -> np.ndarray:
+    """Joint positions with the TCP at ``tcp`` (home orientation) and the given finger positions."""
+    home = np.asarray(s1.spec.home, dtype=np.float64)
+    sol, converged, _ = s1.model.ik(tcp, np.asarray(s1.model.fk(home))[:3, :3], q0=home)
+    assert converged, tcp
+    q = np.asarray(sol, dtype=np.float64).copy()
+    q[s1.spec.gripper_indices] = gripper
+    return q
+
+
+def test_state_phases_label_the_learners_states():
+    """``phases="state"``: the phase is read from where the TCP is, so a state the sequence
+    expert never passes through (2-4 cm off its waypoints) gets the "go on" label, not "go back"."""
+    with pytest.raises(ValueError, match="phases"):
+        ScriptedSystem1Config(phases="random")
+    cfg = ScriptedSystem1Config(phases="state")
+    closed, opened = np.array([0.0]), np.array([0.04])
+    cube, c = OBJECTS["red_cube"], cfg
+    z_push = ScriptedSystem2().infer({}, "push the red cube forward", OBJECTS)  # +x
+    stroke_z = cube[2] + c.push_height
+    start = np.array([cube[0] - c.push_standoff, cube[1], stroke_z])
+
+    # Low on the push line 4 cm behind the stroke's start (where the learner hovered).
+    q = _q_at(ScriptedSystem1.from_robot("panda"), start - [0.04, 0.0, 0.0], closed)
+    state = ScriptedSystem1.from_robot("panda", cfg)
+    chunk = state.infer(z_push, q)
+    assert state.phase is Phase.PUSH
+    tcp0, tcp1 = state.tcp_position(q), state.tcp_position(chunk[-1])
+    assert tcp1[0] - tcp0[0] > 0.02 and abs(tcp1[2] - tcp0[2]) < 0.01  # forward along the line, not up
+    sequence = ScriptedSystem1.from_robot("panda")
+    chunk = sequence.infer(z_push, q)
+    assert sequence.phase is Phase.PREGRASP  # the demonstrations' expert sends it back up first
+    assert sequence.tcp_position(chunk[-1])[2] - tcp0[2] > 0.03
+
+    # 3 cm beside the line at the stroke's height: not aligned, so back over the start.
+    state.reset()
+    state.infer(z_push, _q_at(state, start + [0.0, 0.03, 0.0], closed))
+    assert state.phase is Phase.PREGRASP
+    # 2.5 cm off the start's vertical halfway down: descend (and correct on the way).
+    state.reset()
+    state.infer(z_push, _q_at(state, start + [0.0, 0.025, 0.05], closed))
+    assert state.phase is Phase.DESCEND
+
+    z_pick = ScriptedSystem2().infer({}, "pick up the red cube", OBJECTS)
+    grasp = cube + [0.0, 0.0, c.grasp_height]
+    for tcp, grip, phase in (
+        (grasp + [0.025, 0.0, 0.05], opened, Phase.DESCEND),  # off the vertical halfway down
+        (grasp + [0.025, 0.0, c.pregrasp_height], opened, Phase.PREGRASP),  # as far off at the top
+        (grasp + [0.0, 0.0, 0.05], closed, Phase.PREGRASP),  # fingers closed: open them above first
+        (grasp + [0.005, 0.0, 0.0], opened, Phase.CLOSE),  # at the grasp point
+    ):
+        state = ScriptedSystem1.from_robot("panda", cfg)
+        state.infer(z_pick, _q_at(state, tcp, grip))
+        assert state.phase is phase, (tcp - grasp, grip, state.phase)
+
+
+def test_state_phases_finish_a_push_from_where_the_learner_left_it():
+    """Closed loop from the learner's hovering state: the state expert strokes and retreats."""
+    s1 = ScriptedSystem1.from_robot("panda", ScriptedSystem1Config(phases="state"))
+    z = ScriptedSystem2().infer({}, "push the red cube forward", OBJECTS)
+    cube, c = OBJECTS["red_cube"], s1.config
+    q = _q_at(s1, np.array([cube[0] - c.push_standoff - 0.04, cube[1] + 0.01, cube[2] + 0.01]), np.array([0.0]))
+    phases = []
+    for _ in range(120):
+        chunk = s1.infer(z, q)
+        phases.append(s1.phase)
+        q = chunk[EXECUTE_STEPS].copy()
+        if s1.phase is Phase.DONE:
+            break
+    assert phases[0] is Phase.PUSH and Phase.PREGRASP not in phases, phases
+    assert phases[-1] is Phase.DONE
+    end = cube[0] + ScriptedSystem2().push_travel - c.pusher_offset
+    assert s1.tcp_position(q)[0] == pytest.approx(end, abs=0.015)

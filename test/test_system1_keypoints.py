@@ -249,3 +249,41 @@ def test_a_batch_without_images_trains_system1_alone(spec):
     assert any(p.grad is not None for p in policy.system1.parameters())
     with pytest.raises(ValueError, match="without images only trains System 1"):
         _policy(spec, "latent").loss(batch)
+
+
+def test_system1_takes_given_readouts(spec):
+    """``LearnedSystem1.infer(keypoints=, task_kind=)`` conditions on the read-outs it is handed
+    (the privileged-read-out ablation) instead of System 2's heads, and refuses them when the
+    policy has no such input."""
+    from vla_mpc.models.learned import LearnedSystem1
+
+    policy = _policy(spec, "keypoints")
+    s1 = LearnedSystem1(policy, seed=3)
+    c = policy.config
+    z = np.zeros((c.latent_tokens, c.latent_dim), np.float32)
+    q = np.asarray(spec.home, np.float64)
+    head = np.asarray(KP_MEAN, np.float64).reshape(2, 3)  # what the head reads whatever z is
+    far = head + [0.2, -0.1, 0.05]
+
+    def chunk(**kw):
+        s1.reset()
+        return s1.infer(z, q, **kw)
+
+    np.testing.assert_allclose(chunk(keypoints=head), chunk(), atol=1e-5)  # same read-outs, same chunk
+    assert np.abs(chunk(keypoints=far) - chunk()).max() > 1e-4
+    kind = TASK_KINDS[int(policy.predict_task_kind(torch.from_numpy(z)[None])[0])]
+    other = next(k for k in TASK_KINDS if k != kind)
+    np.testing.assert_allclose(chunk(task_kind=kind), chunk(), atol=1e-5)
+    assert np.abs(chunk(task_kind=other) - chunk()).max() > 1e-4
+    with pytest.raises(ValueError, match="task_kind"):
+        chunk(task_kind="juggle")
+    with pytest.raises(ValueError, match="keypoints"):
+        chunk(keypoints=np.full((2, 3), np.nan))
+    latent_only = LearnedSystem1(DualSystemPolicy(PolicyConfig(robot="panda", joint_names=spec.joint_names, **SMALL),
+                                                  {"proprio": {"mean": [0.0] * 2 * len(q), "std": [1.0] * 2 * len(q)},
+                                                   "action_delta": {"mean": [0.0] * len(q), "std": [0.01] * len(q)}}
+                                                  ).eval())
+    with pytest.raises(ValueError, match="keypoint_condition"):
+        latent_only.infer(z, q, keypoints=head)
+    with pytest.raises(ValueError, match="task_head"):
+        latent_only.infer(z, q, task_kind="reach")

@@ -123,6 +123,8 @@ class LearnedSystem1:
         proprio: np.ndarray,
         prefix: np.ndarray | None = None,
         velocity: np.ndarray | None = None,
+        keypoints: np.ndarray | None = None,
+        task_kind: str | None = None,
     ) -> np.ndarray:
         """Next chunk (chunk_size, action_dim) float64 [rad or m]; ``chunk[k]`` for ``t_start + k dt``.
 
@@ -132,9 +134,14 @@ class LearnedSystem1:
             prefix: (P, action_dim) committed targets of the chunk's first P steps (inpainted,
                 the first ``rtc_frozen_steps`` exactly), or None.
             velocity: (action_dim,) measured velocities, or None (zeros).
+            keypoints: (2, 3) task keypoints [m, ``base_link``] to condition on instead of those
+                System 2's head reads from ``z`` (``sim.tasks.task_keypoints``), or None.
+            task_kind: a ``sim.tasks.TASK_KINDS`` name instead of the task head's reading, or None.
 
         Raises:
-            ValueError: wrong shapes or non-finite inputs.
+            ValueError: wrong shapes or non-finite inputs; read-outs given to a policy that does
+                not condition on them (``keypoint_condition``; ``task_head`` for ``task_kind``),
+                or an unknown ``task_kind``.
         """
         c = self.policy.config
         z = np.asarray(z, dtype=np.float32)
@@ -152,9 +159,22 @@ class LearnedSystem1:
             if pre.ndim != 2 or pre.shape[1] != self.action_dim or not np.all(np.isfinite(pre)):
                 raise ValueError(f"prefix must be finite (P, {self.action_dim}), got {pre.shape}")
             pre = torch.from_numpy(pre[None, : self.chunk_size].astype(np.float32))
+        kp = kind = None
+        if keypoints is not None:
+            kp = np.asarray(keypoints, dtype=np.float32)
+            if not c.keypoint_condition or kp.shape != (2, 3) or not np.all(np.isfinite(kp)):
+                raise ValueError(f"keypoints must be finite (2, 3) for a keypoint-conditioned policy, got {kp.shape}"
+                                 f" (keypoint_condition={c.keypoint_condition})")
+            kp = torch.from_numpy(kp)[None]
+        if task_kind is not None:
+            if not c.task_head or task_kind not in TASK_KINDS:
+                raise ValueError(f"task_kind must be one of {TASK_KINDS} for a policy with a task head, "
+                                 f"got {task_kind!r} (task_head={c.task_head})")
+            kind = torch.tensor([TASK_KINDS.index(task_kind)])
         p = torch.from_numpy(np.concatenate([q, v]).astype(np.float32))[None]
         with self._lock:
-            chunk = self.policy.sample_chunk(torch.from_numpy(z)[None], p, pre, generator=self._generator)[0]
+            chunk = self.policy.sample_chunk(torch.from_numpy(z)[None], p, pre, generator=self._generator,
+                                             keypoints=kp, task_kind=kind)[0]
         out = chunk.numpy().astype(np.float64)
         if pre is not None:  # frozen steps exactly as committed (float32 round-off aside)
             k = min(c.rtc_frozen_steps, pre.shape[1])

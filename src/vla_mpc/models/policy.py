@@ -576,7 +576,8 @@ class DualSystemPolicy(nn.Module):
 
     @torch.inference_mode()
     def sample_chunk(self, z: torch.Tensor, proprio: torch.Tensor, prefix: torch.Tensor | None = None,
-                     noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                     noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                     keypoints: torch.Tensor | None = None, task_kind: torch.Tensor | None = None) -> torch.Tensor:
         """System 1: a chunk of absolute joint targets.
 
         Args:
@@ -585,13 +586,15 @@ class DualSystemPolicy(nn.Module):
             prefix: (B, P, A) raw committed targets for the chunk's first P steps (real-time
                 chunking), or None.
             noise: (B, H, output_dim) starting noise, or None (drawn with ``generator``).
+            keypoints / task_kind: read-outs to condition on instead of System 2's heads
+                (:meth:`system1_input`; e.g. the true ones, to measure System 1 alone), or None.
 
         Returns:
             (B, H, A) float32 absolute targets [rad, m].
         """
         c = self.config
         b = z.shape[0]
-        z_in, p = self.system1_input(z.float(), proprio.float())
+        z_in, p = self.system1_input(z.float(), proprio.float(), keypoints, task_kind)
         c_in, film = self.system1.prepare(self.system1.condition(z_in, p))
         base = c_in.unsqueeze(0) + self._time_terms().unsqueeze(1)  # [K, B, W]: cached per chunk
         if noise is None:

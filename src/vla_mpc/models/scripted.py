@@ -234,6 +234,13 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
+#: ``ScriptedSystem1Config.phases`` values.
+PHASE_RULES = ("sequence", "state")
+
+#: ``phases="state"``: a descent's horizontal slack [m] (``ScriptedSystem1.phase_from_state``).
+_CONE_BASE, _CONE_SLOPE = 0.015, 0.3
+
+
 @dataclass(frozen=True)
 class ScriptedSystem1Config:
     """Scripted System 1 settings. Heights [m] along base_link z; fractions of the joint limits.
@@ -274,6 +281,12 @@ class ScriptedSystem1Config:
             latent's object (+-0.2 m in x/y, 0-0.3 m above its centre; IK with the home
             orientation) with a random gripper command, a new target when reached or after 3 s
             (for world-model data).
+        phases: how the phase is chosen at each call. ``"sequence"``: the phases run in order,
+            each completed when the measured TCP comes within ``position_tolerance`` of its
+            target (demonstrations). ``"state"``: the phase is read from the measured state
+            (:meth:`ScriptedSystem1.phase_from_state`), so the expert is a policy of the state
+            alone, as DAgger's labelling expert must be: a learner that passes 2 cm beside a
+            waypoint is told to go on, not to go back to it.
     """
 
     chunk_size: int = 16
@@ -296,8 +309,11 @@ class ScriptedSystem1Config:
     noise_std: float = 0.0
     noise_seed: int = 0
     random_actions: bool = False
+    phases: str = "sequence"
 
     def __post_init__(self) -> None:
+        if self.phases not in PHASE_RULES:
+            raise ValueError(f"phases must be one of {PHASE_RULES}, got {self.phases!r}")
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 2:
             raise ValueError(f"chunk_size must be an int >= 2, got {self.chunk_size!r}")
         positive = ("dt", "pregrasp_height", "reach_height", "lift_height", "position_tolerance",
@@ -348,6 +364,7 @@ class _State:
     wander_target: np.ndarray | None = None  # random_actions: (tcp (3,), gripper (G,))
     wander_grip: np.ndarray | None = None
     wander_calls: int = 0
+    rest_z: float | None = None  # phases="state": the object's centre height when the instruction came [m]
 
 
 class ScriptedSystem1:
@@ -362,7 +379,8 @@ class ScriptedSystem1:
     closed) -> DESCEND (to ``push_height``) -> PUSH (straight stroke to ``pusher_offset`` short of
     the latent's goal, the target leading the TCP by ``push_step``) -> RETREAT (``pregrasp_height``
     up) -> DONE. A move phase completes when the *measured* TCP (forward kinematics of
-    ``proprio``) is within ``position_tolerance`` of its target.
+    ``proprio``) is within ``position_tolerance`` of its target; with ``phases="state"`` the phase
+    is instead read from the measured state at every call (:meth:`phase_from_state`).
 
     Each chunk is a quintic in joint space from the chunk's start (``prefix[0]``, else ``proprio``,
     with the prefix's velocity) to the IK solution of the phase target, timed so every arm joint
@@ -528,8 +546,15 @@ class ScriptedSystem1:
             self.status = "idle: invalid latent, holding"
             return np.repeat(p0[None, :], self.chunk_size, axis=0)
         if task.instr_id != st.instr_id:
-            self._state = st = _State(phase=Phase.PREGRASP, instr_id=task.instr_id)
-        self._advance(task, q)
+            self._state = st = _State(phase=Phase.PREGRASP, instr_id=task.instr_id,
+                                      rest_z=float(task.object_position[2]))
+        if self.config.phases == "state":
+            grip = q[self._grip]
+            st.gripper_history = (st.gripper_history + [float(np.mean(grip)) if grip.size else 0.0])[
+                -(self.config.stall_calls + 1):]
+            self._set_phase(task, self.phase_from_state(task, q))
+        else:
+            self._advance(task, q)
         tcp_target, grip_target = self.phase_target(task)
         q_goal = self._solve_ik(tcp_target, q, self._task_rotation(task))
         if q_goal is None:
@@ -540,30 +565,40 @@ class ScriptedSystem1:
         self._goal = (q_goal, grip_target)
         return self._chunk(p0, v0, q_goal, grip_target)
 
-    def chunk_from_rest(self, proprio: np.ndarray) -> np.ndarray:
-        """The chunk towards the goal of the last :meth:`infer` call, planned from ``proprio`` at
-        rest, without advancing the phase: what the expert would do from this measured state.
+    def chunk_from_state(self, proprio: np.ndarray, velocity: np.ndarray | None = None) -> np.ndarray:
+        """The chunk towards the goal of the last :meth:`infer` call, planned from the *measured*
+        positions and velocities, without advancing the phase: what the expert would command from
+        this measured state (a DAgger label).
 
         :meth:`infer` plans from the committed prefix and its velocity, which is right for the
-        expert's own execution; a DAgger label for a state the *learner* reached must not carry the
-        learner's commanded velocity (the quintic would carry it through the whole chunk).
+        expert's own execution (the prefix is its own plan). For a state the *learner* reached, the
+        learner's committed prefix is not the expert's: its velocity (a finite difference of two
+        sampled targets) can be large and wrong, and the quintic carries it through the whole
+        chunk. Planned from rest instead, every label restarts the move from zero velocity, and a
+        learner that executes only each chunk's first steps then crawls (session 6). The
+        measured velocity is the arm's real motion: the label continues it towards the goal, as
+        the expert's own chunks continue theirs.
 
         Args:
             proprio: (action_dim,) measured joint positions [rad or m].
+            velocity: (action_dim,) measured joint velocities [rad/s or m/s], or None (at rest).
 
         Returns:
-            (chunk_size, action_dim) float64; the positions held when :meth:`infer` produced no goal
-            (idle, IK failure, wandering) since the last reset.
+            (chunk_size, action_dim) float64 starting at ``proprio``; the positions held when
+            :meth:`infer` produced no goal (idle, IK failure, wandering) since the last reset.
 
         Raises:
-            ValueError: bad shape or non-finite input.
+            ValueError: bad shapes or non-finite inputs.
         """
         q = np.asarray(proprio, dtype=np.float64).reshape(-1)
         if q.shape != (self.action_dim,) or not np.all(np.isfinite(q)):
             raise ValueError(f"proprio must be finite ({self.action_dim},), got shape {np.shape(proprio)}")
+        v = np.zeros_like(q) if velocity is None else np.asarray(velocity, dtype=np.float64).reshape(-1)
+        if v.shape != (self.action_dim,) or not np.all(np.isfinite(v)):
+            raise ValueError(f"velocity must be finite ({self.action_dim},), got shape {np.shape(velocity)}")
         if self._goal is None:
             return np.repeat(q[None, :], self.chunk_size, axis=0)
-        return self._chunk(q, np.zeros_like(q), *self._goal)
+        return self._chunk(q, v, *self._goal)
 
     def _perturb(self, q_goal_arm: np.ndarray, grip_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add the Ornstein-Uhlenbeck offset (``noise_std``) to the goal, clipped to the limits."""
@@ -601,6 +636,136 @@ class ScriptedSystem1:
         return self._chunk(p0, v0, q_goal, grip)
 
     # ----------------------------------------------------------------------------- internals
+    def phase_from_state(self, task: LatentTask, q: np.ndarray) -> Phase:
+        """The phase the measured state calls for (``phases="state"``).
+
+        Read from the TCP (forward kinematics of ``q``), the gripper and the latent's object and
+        goal; only the terminal phases (RETREAT, DONE), whether a grasp is under way and the
+        gripper's stall history are remembered. With h the TCP's height above a descent's end point, a descent's region is
+        h up to ``pregrasp_height + position_tolerance`` with a horizontal offset below
+        ``0.015 + 0.3 min(h, pregrasp_height - h)`` m: 1.5 cm at the top and at the bottom (as
+        the sequence expert arrives), up to 3 cm halfway down, where a descent's straight path
+        still corrects the offset before the fingers reach the 4 cm cube.
+
+        * REACH: in the cone over the object -> DESCEND (DONE once within
+          ``position_tolerance``), else PREGRASP.
+        * PUSH (the latent's stroke, :meth:`_push_line`): within ``position_tolerance`` of
+          the stroke's end -> RETREAT; at stroke height (h < 2 cm) within ``0.015 + 0.3 h`` m
+          of the line anywhere from 6 cm behind its start to its end -> PUSH; in the descent
+          region over the start (from 6 cm behind it to 1.5 cm past it) -> DESCEND; else PREGRASP.
+        * PICK / PICK_PLACE: held = the gripper neither open nor closed (something between the
+          fingers) and either the object off the table (1.5 cm above its height when the
+          instruction came) within 3 cm of the TCP or a held phase under way. Held -> RELEASE
+          at the release point (``position_tolerance``; then until the gripper is open), LOWER
+          within 3 cm of the goal's vertical, LIFT while more than 3 cm below the transport
+          height and 5 cm from the goal, else TRANSPORT (PICK: LIFT, DONE once lifted).
+          PICK_PLACE with the object within 2 cm of the goal's vertical and at most 5 mm above
+          it and the gripper open -> RETREAT. At the grasp point (1.5 cm) -> CLOSE, then LIFT
+          once the gripper has closed or stalled on the object. In the descent region over the
+          object with the gripper open -> DESCEND. Else PREGRASP.
+
+        The thresholds are this module's tolerances, not tuned per task. The need for a labelling
+        expert that is a function of the state is DAgger's (Ross et al., AISTATS 2011, Sec. 3:
+        the expert is queried on the learner's states).
+
+        Args:
+            task: the decoded latent (valid, not IDLE).
+            q: (action_dim,) measured positions [rad, m].
+
+        Returns:
+            The phase; it does not change the machine (``infer`` sets it).
+        """
+        c, st = self.config, self._state
+        tcp = self.tcp_position(q)
+        if st.phase is Phase.DONE or (st.phase is Phase.RETREAT and task.task in (TaskId.PUSH, TaskId.PLACE)):
+            target, _ = self.phase_target(task)
+            if st.phase is Phase.DONE or np.linalg.norm(tcp - target) < c.position_tolerance:
+                return Phase.DONE
+            return Phase.RETREAT
+        grip = q[self._grip]
+        grip_open = grip.size == 0 or bool(np.all(np.abs(grip - self._grip_open) < self._grip_tol))
+        grip_closed = grip.size == 0 or bool(np.all(np.abs(grip - self._grip_closed) < self._grip_tol))
+        obj, goal = task.object_position, task.goal_position
+
+        def in_cone(end: np.ndarray, offset: float) -> bool:
+            h = float(tcp[2] - end[2])
+            slack = _CONE_SLOPE * max(0.0, min(h, c.pregrasp_height - h))
+            return h < c.pregrasp_height + c.position_tolerance and offset < _CONE_BASE + slack
+
+        if task.task is TaskId.REACH:
+            end = obj + c.reach_height * np.array([0.0, 0.0, 1.0])
+            if np.linalg.norm(tcp - end) < c.position_tolerance:
+                return Phase.DONE
+            return Phase.DESCEND if in_cone(end, float(np.linalg.norm((tcp - end)[:2]))) else Phase.PREGRASP
+        if task.task is TaskId.PUSH:
+            start, end = self._push_line(task)
+            if np.linalg.norm(tcp - end) < c.position_tolerance:
+                return Phase.RETREAT
+            u = end - start
+            length = float(np.linalg.norm(u))
+            u = u / max(length, 1e-9)
+            rel = tcp - start
+            along = float(rel @ u)
+            offset = float(np.linalg.norm(rel[:2] - along * u[:2]))
+            h = float(rel[2])
+            if h < 0.02 and -0.06 <= along <= length and offset < _CONE_BASE + _CONE_SLOPE * max(h, 0.0):
+                return Phase.PUSH
+            if -0.06 <= along <= 0.015 and in_cone(start, offset):
+                return Phase.DESCEND
+            return Phase.PREGRASP
+        # PICK / PLACE
+        rest_z = float(obj[2]) if st.rest_z is None else st.rest_z
+        grasp = obj + c.grasp_height * np.array([0.0, 0.0, 1.0])
+        near_tcp = float(np.linalg.norm((tcp - grasp)[:2]))
+        if task.task is TaskId.PLACE and grip_open and np.linalg.norm((obj - goal)[:2]) < 0.02 \
+                and obj[2] < goal[2] + 0.005:
+            return Phase.RETREAT
+        # Something between the fingers (neither open nor closed), and either the object is off
+        # the table beside the TCP or a held phase is under way (System 2's object position can
+        # be 0.5 s old, the TCP not).
+        held = not grip_open and not grip_closed and (
+            (obj[2] > rest_z + 0.015 and np.linalg.norm(tcp - grasp) < 0.03)
+            or st.phase in (Phase.LIFT, Phase.TRANSPORT, Phase.LOWER, Phase.RELEASE))
+        if held:
+            if task.task is TaskId.PICK:
+                return Phase.DONE if tcp[2] > rest_z + c.grasp_height + c.lift_height - c.position_tolerance \
+                    else Phase.LIFT
+            release_at = goal + c.grasp_height * np.array([0.0, 0.0, 1.0])
+            to_goal = float(np.linalg.norm((tcp - goal)[:2]))
+            if st.phase is Phase.RELEASE or np.linalg.norm(tcp - release_at) < c.position_tolerance:
+                return Phase.RELEASE
+            if to_goal < 0.03:
+                return Phase.LOWER
+            transport_z = max(rest_z + c.grasp_height + c.lift_height, goal[2] + c.pregrasp_height)
+            return Phase.LIFT if tcp[2] < transport_z - 0.03 and to_goal > 0.05 else Phase.TRANSPORT
+        if near_tcp < 0.015 and abs(float(tcp[2] - grasp[2])) < 0.015:  # at the grasp point
+            if st.phase is Phase.LIFT:  # the grasp is made: the creeping fingers keep squeezing
+                return Phase.LIFT
+            stalled = self._gripper_stalled()
+            return Phase.LIFT if grip_closed or (stalled and not grip_open) else Phase.CLOSE
+        if grip_open and in_cone(grasp, near_tcp):
+            return Phase.DESCEND
+        return Phase.PREGRASP
+
+    def _gripper_stalled(self) -> bool:
+        """The gripper moved less than 0.5 mm over the last ``stall_calls`` calls."""
+        h = self._state.gripper_history
+        return len(h) > self.config.stall_calls and max(h) - min(h) < 5e-4
+
+    def _set_phase(self, task: LatentTask, phase: Phase) -> None:
+        """``phases="state"``: enter ``phase``. CLOSE latches the object's grasp point now; LIFT
+        (and PICK's DONE) lifts from above the object at its rest height."""
+        st, c = self._state, self.config
+        if phase is not st.phase:
+            st.gripper_history = st.gripper_history[-1:]
+        obj = task.object_position
+        if phase is Phase.CLOSE:
+            st.latched = obj + np.array([0.0, 0.0, c.grasp_height])
+        elif phase is Phase.LIFT or (phase is Phase.DONE and task.task is TaskId.PICK and st.phase is not Phase.DONE):
+            rest_z = float(obj[2]) if st.rest_z is None else st.rest_z
+            st.latched = np.array([obj[0], obj[1], rest_z + c.grasp_height])
+        st.phase = phase
+
     def _advance(self, task: LatentTask, q: np.ndarray) -> None:
         """Run phase transitions on the measured state (at most one per phase per call)."""
         c, st = self.config, self._state

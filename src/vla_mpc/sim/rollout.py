@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vla_mpc.core.chunking import ChunkStreamer, ChunkStreamerConfig
-from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, EpisodeSpec, sample_episode
+from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, EpisodeSpec, bind_origin, sample_episode, task_keypoints
 
 #: Default episode time limits [s of sim time] per task kind.
 DEFAULT_TIMEOUTS_S = {"reach": 15.0, "push": 25.0, "pick": 20.0, "pick_place": 30.0}
@@ -281,8 +281,12 @@ def _fill_success_rates(out: dict[str, Any], sr_key: str, sim: Any, robot: str, 
     """Run ``episodes`` seeds per kind and fill ``out[sr_key]``, ``out["time_to_success_s"]`` and
     ``out["failed_seeds"]`` per kind."""
     for kind in kinds:
-        results = [run_episode(sim, sample_episode(robot, kind, seed_start + i), system2, system1, config,
-                               system2_cameras=system2_cameras) for i in range(episodes)]
+        results = []
+        for i in range(episodes):
+            episode = sample_episode(robot, kind, seed_start + i)
+            if hasattr(system1, "start"):
+                system1.start(episode)
+            results.append(run_episode(sim, episode, system2, system1, config, system2_cameras=system2_cameras))
         ok = [r for r in results if r.success]
         out[sr_key][kind] = len(ok) / max(1, episodes)
         out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
@@ -290,15 +294,63 @@ def _fill_success_rates(out: dict[str, Any], sr_key: str, sim: Any, robot: str, 
         out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
 
 
+class PrivilegedReadouts:
+    """A learned System 1 handed the *true* task keypoints and kind in place of System 2's.
+
+    System 2 still runs on the frames (its latent is passed on), but System 1 is conditioned on
+    ``sim.tasks.task_keypoints`` of the sim's object poses at each call and (policies with a task
+    head) on the episode's kind:
+    the success rate System 1 would reach with a perfect System 2, which splits a learned policy's
+    failures between perception and control (an ablation, not a deployable mode).
+
+    Args:
+        system1: a ``LearnedSystem1`` of a policy with ``keypoint_condition``.
+        sim: the ``SimRobot`` the episodes run in.
+    """
+
+    def __init__(self, system1: Any, sim: Any) -> None:
+        self.system1, self.sim = system1, sim
+        self.chunk_size, self.action_dim, self.dt = system1.chunk_size, system1.action_dim, system1.dt
+        self._episode: EpisodeSpec | None = None
+        self._task: Any = None
+        config = getattr(getattr(system1, "policy", None), "config", None)
+        self._with_kind = config is None or bool(config.task_head)  # latent-mode policies read no kind
+
+    @property
+    def status(self) -> str:
+        return self.system1.status
+
+    def start(self, episode: EpisodeSpec) -> None:
+        """The next episode (call before ``run_episode``; a push binds its origin at the first call)."""
+        self._episode, self._task = episode, None
+
+    def reset(self) -> None:
+        self.system1.reset()
+
+    def infer(self, z: Any, proprio: np.ndarray, prefix: np.ndarray | None = None,
+              velocity: np.ndarray | None = None) -> np.ndarray:
+        """``LearnedSystem1.infer`` with the true read-outs. Raises RuntimeError before :meth:`start`."""
+        if self._episode is None:
+            raise RuntimeError("PrivilegedReadouts.start(episode) must be called before each episode")
+        objects = self.sim.object_poses()
+        if self._task is None:  # the episode's start: the sim has been reset to it
+            self._task = bind_origin(self._episode.task, objects)
+        return self.system1.infer(z, proprio, prefix, velocity, keypoints=task_keypoints(self._task, objects),
+                                  task_kind=self._episode.kind if self._with_kind else None)
+
+
 def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], episodes: int,
                           seed_start: int = EVAL_SEED_OFFSET, config: RolloutConfig | None = None,
-                          image_size: int = 224, threads: int = 2) -> dict[str, Any]:
+                          image_size: int = 224, threads: int = 2,
+                          privileged_readouts: bool = False) -> dict[str, Any]:
     """Run a learned policy checkpoint ROS-free on seeds ``seed_start ..`` of each kind.
 
     Args:
         checkpoint: a policy checkpoint directory (or a training output directory: its ``best``).
         image_size: the rendered camera side [px] (the sim node's ``image_width`` / ``image_height``).
         threads: torch intra-op threads.
+        privileged_readouts: System 1 gets the true keypoints and kind (:class:`PrivilegedReadouts`);
+            the output then says ``"privileged_readouts": true``.
 
     Returns:
         ``{"robot", "checkpoint", "episodes", "seed_start", "sr": {kind: float}, "time_to_success_s":
@@ -306,6 +358,7 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
 
     Raises:
         CheckpointError: a missing, corrupt or mismatched checkpoint.
+        ValueError: ``privileged_readouts`` for a policy without ``keypoint_condition``.
     """
     import torch
 
@@ -317,11 +370,17 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
     t_wall = time.perf_counter()
     spec = load_robot_spec(robot)
     policy, s2, make_s1 = load_learned_backends(checkpoint, spec.joint_names)
+    if privileged_readouts and not policy.config.keypoint_condition:
+        raise ValueError("privileged_readouts needs a policy whose System 1 reads keypoints (keypoint_condition)")
     s1 = make_s1()
     cams = tuple(policy.config.cameras)
     sim = SimRobot(spec, cameras=cams, image_size=(image_size, image_size))
+    if privileged_readouts:
+        s1 = PrivilegedReadouts(s1, sim)
     out: dict[str, Any] = {"robot": robot, "checkpoint": str(checkpoint), "episodes": episodes,
                            "seed_start": seed_start, "sr": {}, "time_to_success_s": {}, "failed_seeds": {}}
+    if privileged_readouts:
+        out["privileged_readouts"] = True
     try:
         _fill_success_rates(out, "sr", sim, robot, kinds, episodes, seed_start, s2, s1, config, cams)
     finally:
@@ -342,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None,
                     help="learned policy checkpoint (or training output) directory; default: the scripted expert")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for --checkpoint (default 2)")
+    ap.add_argument("--privileged-readouts", action="store_true",
+                    help="with --checkpoint: System 1 gets the true task keypoints and kind instead of System 2's "
+                         "(System 1's success rate with a perfect System 2)")
     args = ap.parse_args(argv)
     kinds = args.kind or ["all"]
     if "all" in kinds:
@@ -350,14 +412,17 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.episodes < 1:
         ap.error(f"unknown kinds {bad}" if bad else "--episodes must be >= 1")
     if args.checkpoint is None:
+        if args.privileged_readouts:
+            ap.error("--privileged-readouts needs --checkpoint")
         print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start)))
         return 0
     from vla_mpc.models.checkpoint import CheckpointError
 
     try:
         print(json.dumps(learned_success_rates(args.checkpoint, args.robot, kinds, args.episodes,
-                                               args.seed_start, threads=args.threads)))
-    except CheckpointError as exc:
+                                               args.seed_start, threads=args.threads,
+                                               privileged_readouts=args.privileged_readouts)))
+    except (CheckpointError, ValueError) as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2
     return 0

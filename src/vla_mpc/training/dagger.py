@@ -14,8 +14,14 @@ labels to the data. Here, without ROS (:func:`vla_mpc.sim.rollout.run_episode`'s
   chunk the expert's chunk is executed instead (the mixture policy of DAgger's first iterations);
 * the scripted expert (privileged object poses, :class:`~vla_mpc.models.scripted.ScriptedSystem2`
   + :class:`~vla_mpc.models.scripted.ScriptedSystem1`) runs beside it on the same measured states
-  and its chunk, planned from the measured positions at rest (not from the learner's committed
-  prefix, whose velocity it would carry on), is the label;
+  and its chunk, planned from the measured positions and velocities (not from the learner's
+  committed prefix, whose velocity can be large and wrong, nor from rest, which restarts every move),
+  is the label;
+* the expert reads its phase from the state (``ScriptedSystem1Config(phases="state")``, the
+  default ``expert_phases``): the demonstrations' expert completes a waypoint only within 1 cm of
+  it, so a learner that passed 2 cm beside one was labelled "go back to it" for the rest of the
+  episode, against the demonstrations' "go on" from the same states; System 1 then dithered
+  between the two (session 6, README);
 * a row is written at each chunk (``chunk_rate_hz``, 10 Hz = the dataset's camera rate): the
   ``front`` frame rendered at the sim node's 224 px and resized like the camera ingest, positions
   and velocities, the expert's chunk resampled to ``chunk_dt``, the task keypoints.
@@ -103,14 +109,14 @@ class _Relabel:
         z_learner, z_expert = z
         if self._t0 is None:
             self._t0 = self.sim.time
-        # The label starts at the measured positions, at rest: what the expert would do from this
-        # state (its own chunk, executed when it drives, continues from the committed prefix).
-        # Started from the learner's committed prefix instead, the expert's quintic inherits
-        # the learner's commanded velocity and (stretched to respect the velocity limits) carries
-        # it on for the whole chunk: labels that swing the tool 20-40 cm one way or the other
-        # between consecutive calls, which System 1 cannot fit (session-5 trace, README).
+        # The label starts at the measured positions and velocities: what the expert would command
+        # from this state (its own chunk, executed when it drives, continues from the committed
+        # prefix). From the learner's committed prefix instead, the expert's quintic inherits the
+        # learner's commanded velocity and carries it on for the whole chunk: labels that swing the
+        # tool 20-40 cm between consecutive calls (session 5). From rest, every label restarts the
+        # move at zero velocity and the learner crawls (session 6). ScriptedSystem1.chunk_from_state.
         expert_chunk = self.expert.infer(z_expert, proprio, prefix, velocity=velocity)  # advances its phase
-        label = self.expert.chunk_from_rest(proprio)
+        label = self.expert.chunk_from_state(proprio, velocity)
         chunk = expert_chunk if self.rng.random() < self.beta else self.learner.infer(z_learner, proprio, prefix,
                                                                                         velocity)
         v = np.zeros_like(proprio) if velocity is None else velocity
@@ -129,7 +135,7 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
             kinds: Sequence[str] = ("reach", "push", "pick_place"), episodes_per_kind: int = 20,
             seed_start: int = 60000, beta: float = 0.0, image_size: int = 96, render_size: int = 224,
             chunk_size: int = 16, chunk_dt: float = 0.05, seed: int = 0, threads: int = 2,
-            timeout_s: float | None = None, progress: bool = False) -> dict:
+            timeout_s: float | None = None, progress: bool = False, expert_phases: str = "state") -> dict:
     """Run the learner with the expert labelling (module docstring) and write the dataset ``out``.
 
     Args:
@@ -140,6 +146,8 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
         chunk_size / chunk_dt: the dataset's action chunks (as ``train convert``).
         seed: seeds the beta draws.
         timeout_s: episode time limit [s of sim time]; None: the rollout's per-kind default.
+        expert_phases: the labelling expert's ``ScriptedSystem1Config.phases`` (``"state"``:
+            module docstring; ``"sequence"``: the demonstrations' phase machine).
 
     Returns:
         The meta dict (also ``out/meta.json``), with ``learner_sr`` per kind.
@@ -153,6 +161,7 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
 
     from vla_mpc.core.robot_model import load_robot_spec
     from vla_mpc.models.learned import load_learned_backends
+    from vla_mpc.models.scripted import ScriptedSystem1Config
     from vla_mpc.sim.rollout import RolloutConfig, make_expert, run_episode
     from vla_mpc.sim.sim_robot import SimRobot
     from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, sample_episode
@@ -164,11 +173,12 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
         raise ValueError(f"episodes_per_kind must be >= 1 and beta in [0, 1], got {episodes_per_kind}, {beta}")
     if seed_start < 0 or seed_start + episodes_per_kind * len(kinds) > EVAL_SEED_OFFSET:
         raise ValueError(f"seeds from {seed_start} reach the evaluation seeds ({EVAL_SEED_OFFSET})")
+    expert_config = ScriptedSystem1Config(phases=expert_phases)  # ValueError on an unknown rule
     torch.set_num_threads(max(1, int(threads)))
     t_wall = time.monotonic()
     spec = load_robot_spec(robot)
     policy, learner2, make_s1 = load_learned_backends(checkpoint, spec.joint_names)
-    _, expert2, expert1 = make_expert(robot)
+    _, expert2, expert1 = make_expert(robot, expert_config)
     camera = policy.config.cameras[0]
     cfg = RolloutConfig(timeout_s=timeout_s)
     sim = SimRobot(spec, cameras=(camera,), image_size=(render_size, render_size))
@@ -211,6 +221,7 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
         "stats": {"proprio": compute_stats(arrays["proprio"]), "action": compute_stats(arrays["actions"])},
         "keypoint_rows": rows, "source_bags": [],
         "dagger": {"checkpoint": str(checkpoint), "beta": beta, "seed_start": seed_start, "render_size": render_size,
+                   "expert_phases": expert_phases,
                    "learner_sr": {k: float(np.mean(v)) for k, v in learner_success.items()}},
         "conversion": {"seconds": round(time.monotonic() - t_wall, 3), "rows": rows,
                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -231,6 +242,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="probability that a chunk executed is the expert's (DAgger's mixture; default 0)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seeds the beta draws")
+    ap.add_argument("--expert-phases", choices=("state", "sequence"), default="state",
+                    help="how the labelling expert picks its phase: from the measured state (default; "
+                         "what DAgger needs) or in sequence like the demonstrations' expert")
     ap.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
 
 
@@ -243,7 +257,8 @@ def run_cli(a: argparse.Namespace) -> int:
         return 2
     try:
         meta = collect(a.checkpoint, a.out, a.robot, [k for k in a.kinds.split(",") if k], a.episodes_per_kind,
-                       a.seed_start, a.beta, seed=a.seed, threads=a.threads, progress=True)
+                       a.seed_start, a.beta, seed=a.seed, threads=a.threads, progress=True,
+                       expert_phases=a.expert_phases)
     except (ValueError, CheckpointError) as exc:
         print(f"dagger: {exc}", file=sys.stderr)
         return 2
