@@ -228,3 +228,25 @@ def test_keypoint_condition_gives_system1_the_target_relative_to_the_gripper():
     np.testing.assert_allclose(x[:, 2 * a:].numpy(), expected, atol=1e-4)
     chunk = policy.sample_chunk(z, q)
     assert chunk.shape == (2, 16, a) and torch.isfinite(chunk).all()
+
+
+def test_rows_whose_chunk_does_not_start_at_their_state_are_dropped():
+    """A row pairing a state with another instant's chunk cannot be imitated: dropped; tracking lag kept."""
+    from types import SimpleNamespace
+
+    from vla_mpc.training.policy import rows_starting_at_their_state
+
+    n, h, a = 6, 4, 3
+    proprio = np.zeros((n, 2 * a), np.float32)
+    actions = np.zeros((n, h, a), np.float32)
+    actions[1, 0, 0] = 0.1  # tracking lag: kept
+    actions[2, 0, 2] = -6.5  # another instant's chunk: dropped
+    actions[3, 0, 1] = np.nan  # corrupt: dropped
+    actions[4, 1:, 0] = 5.0  # far later in the chunk but starting here: kept
+    ds = SimpleNamespace(actions=actions, proprio=proprio)
+    kept, dropped = rows_starting_at_their_state(ds, np.arange(n), 0.3)
+    assert kept.tolist() == [0, 1, 4, 5] and dropped.tolist() == [2, 3]
+    kept, dropped = rows_starting_at_their_state(ds, np.array([5, 2]), 0.3)
+    assert kept.tolist() == [5] and dropped.tolist() == [2]
+    with pytest.raises(ValueError, match="max_gap"):
+        rows_starting_at_their_state(ds, np.arange(n), 0.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,13 +33,17 @@ from vla_mpc.models.policy import (
     delta_action_stats,
 )
 
-__all__ = ["make_policy_batch", "make_system1_batch", "task_kind_indices", "perturb_proprio", "build_policy",
-           "parse_args", "main"]
+__all__ = ["make_policy_batch", "make_system1_batch", "rows_starting_at_their_state", "task_kind_indices",
+           "perturb_proprio", "build_policy", "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
 #: Per-axis std of the noise on System 1's training keypoints [m]: System 2 reads the keypoints of
 #: unseen layouts to 1-2 cm (README, "Measured"), about 1 cm per axis.
 DEFAULT_KEYPOINT_NOISE = 0.01
+#: ``--max-start-gap`` [rad, m for fingers]: a recorded chunk's first target is the controller's
+#: committed target at the row's instant, within tracking lag of the measured positions (Franka
+#: demonstrations: 0.03 rad median, 0.08 rad at the 90th percentile, largest joint).
+DEFAULT_MAX_START_GAP = 0.3
 
 
 def task_kind_indices(instructions: Sequence[str]) -> dict[str, int]:
@@ -60,6 +65,39 @@ def _instruction_of_rows(dataset) -> np.ndarray:
     if missing:
         raise ValueError(f"episode_index values {missing[:5]} have no entry in meta.json 'episodes'")
     return np.array([by_index[int(i)] for i in ep], dtype=object)
+
+
+def rows_starting_at_their_state(dataset, rows: np.ndarray, max_gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into those whose action chunk starts at the row's measured positions and the rest.
+
+    Behaviour cloning pairs a state with the chunk commanded from it. A row whose chunk's first
+    target is more than ``max_gap`` from the measured positions in some joint pairs the state with
+    a chunk of another instant, which cannot be imitated: 634 of the 19,632 Franka demonstration
+    rows of session 3 did (gaps of 0.3-10 rad), 601 of them in failed episodes and 33 in
+    successful ones.
+
+    Args:
+        dataset: with ``actions`` (N, H, A) absolute targets and ``proprio`` (N, >= A) positions first.
+        rows: (M,) row indices.
+        max_gap: [rad, m for fingers], > 0.
+
+    Returns:
+        (kept rows, dropped rows), each a subset of ``rows`` in its order (int64).
+
+    Raises:
+        ValueError: ``max_gap`` not > 0.
+    """
+    if not (math.isfinite(max_gap) and max_gap > 0.0):
+        raise ValueError(f"max_gap must be > 0, got {max_gap!r}")
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return rows, rows
+    a = dataset.actions.shape[2]
+    start = np.asarray(dataset.actions[rows, 0], dtype=np.float64)
+    measured = np.asarray(dataset.proprio[rows, :a], dtype=np.float64)
+    gap = np.abs(start - measured).max(axis=1)
+    ok = gap <= max_gap  # NaN gaps count as inconsistent
+    return rows[ok], rows[~ok]
 
 
 def _rows_and_older(dataset, rows: np.ndarray, rng: np.random.Generator, batch_size: int,
@@ -302,6 +340,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="with --init of a '--system1-condition keypoints' checkpoint: train System 1 alone on the "
                          "datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a DAgger "
                          "round)")
+    ap.add_argument("--max-start-gap", type=float, default=DEFAULT_MAX_START_GAP,
+                    help=f"drop rows whose action chunk starts more than this [rad] from the row's measured "
+                         f"positions (a chunk paired with another instant's state; default {DEFAULT_MAX_START_GAP}, "
+                         f"0 = keep every row)")
     ap.add_argument("--keypoint-noise", type=float, default=DEFAULT_KEYPOINT_NOISE,
                     help=f"per-axis std [m] of the noise on System 1's training keypoints with --system1-condition "
                          f"keypoints (default {DEFAULT_KEYPOINT_NOISE}: System 2's error on unseen layouts)")
@@ -326,6 +368,16 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     # for the world model and for inspection) and from expert-labelled DAgger rollouts, whatever
     # the learner's outcome there.
     rows = {s: ds.rows(s, success_only=True, expert_labels=True) for s in ("train", "val")}
+    dropped = 0
+    if opt["max_start_gap"] > 0:
+        for split in rows:
+            rows[split], bad = rows_starting_at_their_state(ds, rows[split], opt["max_start_gap"])
+            dropped += len(bad)
+        if dropped:
+            print(f"policy: dropped {dropped} rows whose chunk starts more than {opt['max_start_gap']} from the "
+                  f"measured positions (--max-start-gap)", flush=True)
+        if len(rows["train"]) == 0:
+            raise ValueError("no training row's chunk starts at its measured positions (see --max-start-gap)")
     if opt["init"] is not None:
         from vla_mpc.models.checkpoint import load_policy
 
@@ -394,7 +446,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     extra = {"dataset": [str(Path(p).resolve()) for p in paths], "episodes": len(ds.meta["episodes"]),
              "scenes": [str(Path(p).resolve()) for p in opt["scenes"]], "scene_frames": int(scene_sizes.sum()),
              "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"],
-             "proprio_noise": opt["proprio_noise"]}
+             "proprio_noise": opt["proprio_noise"], "max_start_gap": opt["max_start_gap"], "dropped_rows": dropped}
     if s1_rows is not None:
         extra.update(system1_batch_size=opt["system1_batch_size"], keypoint_noise=opt["keypoint_noise"],
                      system1_only=bool(opt["system1_only"]))
