@@ -24,9 +24,32 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["LATENT_LABELS", "System2Backend", "System1Backend"]
+__all__ = ["LATENT_LABELS", "System2Backend", "System1Backend", "joint_vector"]
 
 LATENT_LABELS = ("tokens", "dim")
+
+
+def joint_vector(value: object, action_dim: int, name: str, *, zeros_if_none: bool = False) -> np.ndarray:
+    """A System 1 input over ``joint_names`` (``proprio``, ``velocity``) checked and as float64.
+
+    Args:
+        value: array-like of ``action_dim`` values [rad, m or their rates], or None with
+            ``zeros_if_none`` (a velocity not given: taken as zero).
+        action_dim: the backend's joint count.
+        name: the argument's name, for the error.
+
+    Returns:
+        (action_dim,) float64 (a new array).
+
+    Raises:
+        ValueError: wrong length or non-finite values (``"<name> must be finite (n,), got shape ..."``).
+    """
+    if value is None and zeros_if_none:
+        return np.zeros(action_dim)
+    v = np.array(value, dtype=np.float64).reshape(-1)
+    if v.shape != (action_dim,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite ({action_dim},), got shape {np.shape(value)}")
+    return v
 
 
 @runtime_checkable

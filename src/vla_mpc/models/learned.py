@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vla_mpc.models.base import joint_vector
 from vla_mpc.models.checkpoint import CheckpointError, load_policy
 from vla_mpc.models.policy import DualSystemPolicy
 from vla_mpc.models.text import TextEncoder
@@ -147,12 +148,8 @@ class LearnedSystem1:
         z = np.asarray(z, dtype=np.float32)
         if z.shape != (c.latent_tokens, c.latent_dim) or not np.all(np.isfinite(z)):
             raise ValueError(f"z must be finite ({c.latent_tokens}, {c.latent_dim}), got {z.shape}")
-        q = np.asarray(proprio, dtype=np.float64).reshape(-1)
-        if q.shape != (self.action_dim,) or not np.all(np.isfinite(q)):
-            raise ValueError(f"proprio must be finite ({self.action_dim},), got shape {np.shape(proprio)}")
-        v = np.zeros_like(q) if velocity is None else np.asarray(velocity, dtype=np.float64).reshape(-1)
-        if v.shape != (self.action_dim,) or not np.all(np.isfinite(v)):
-            raise ValueError(f"velocity must be finite ({self.action_dim},), got shape {np.shape(velocity)}")
+        q = joint_vector(proprio, self.action_dim, "proprio")
+        v = joint_vector(velocity, self.action_dim, "velocity", zeros_if_none=True)
         pre = None
         if prefix is not None:
             pre = np.asarray(prefix, dtype=np.float64)

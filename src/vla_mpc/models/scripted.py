@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vla_mpc.models.base import LATENT_LABELS, System1Backend, System2Backend
+from vla_mpc.models.base import LATENT_LABELS, System1Backend, System2Backend, joint_vector
 from vla_mpc.sim.tasks import Task as ParsedTask
 from vla_mpc.sim.tasks import parse_instruction
 
@@ -523,9 +523,7 @@ class ScriptedSystem1:
         Raises:
             ValueError: bad shapes or non-finite inputs.
         """
-        q = np.asarray(proprio, dtype=np.float64).reshape(-1)
-        if q.shape != (self.action_dim,) or not np.all(np.isfinite(q)):
-            raise ValueError(f"proprio must be finite ({self.action_dim},), got shape {np.shape(proprio)}")
+        q = joint_vector(proprio, self.action_dim, "proprio")
         p0, v0 = q.copy(), np.zeros_like(q)
         if prefix is not None:
             pre = np.asarray(prefix, dtype=np.float64)
@@ -590,12 +588,8 @@ class ScriptedSystem1:
         Raises:
             ValueError: bad shapes or non-finite inputs.
         """
-        q = np.asarray(proprio, dtype=np.float64).reshape(-1)
-        if q.shape != (self.action_dim,) or not np.all(np.isfinite(q)):
-            raise ValueError(f"proprio must be finite ({self.action_dim},), got shape {np.shape(proprio)}")
-        v = np.zeros_like(q) if velocity is None else np.asarray(velocity, dtype=np.float64).reshape(-1)
-        if v.shape != (self.action_dim,) or not np.all(np.isfinite(v)):
-            raise ValueError(f"velocity must be finite ({self.action_dim},), got shape {np.shape(velocity)}")
+        q = joint_vector(proprio, self.action_dim, "proprio")
+        v = joint_vector(velocity, self.action_dim, "velocity", zeros_if_none=True)
         if self._goal is None:
             return np.repeat(q[None, :], self.chunk_size, axis=0)
         return self._chunk(q, v, *self._goal)
