@@ -148,11 +148,15 @@ def test_split_system2_and_system1_in_two_processes(start_node, ros_node):
     s2 = start_node(NODE, {**common, "role": "system2"}, ["-r", "__node:=policy_system2"])
     s1 = start_node(NODE, {**common, "role": "system1"}, ["-r", "__node:=policy_system1"])
     world = _World(ros_node)
-    assert ros_node.spin_until(lambda: len(world.commands) > 100 and len(world.latents) > 1, 30.0), (
-        s2.log()[-2000:] + s1.log()[-2000:]
+
+    def moved() -> float:
+        return float(np.linalg.norm(world.commands[-1][1] - world.spec.home)) if world.commands else 0.0
+
+    # Wait for the behaviour, not for a command count: on a loaded 2-core machine System 1 may first hold
+    # (no latent yet, or a joint state delayed past max_state_age_s) and publish its hold commands.
+    assert ros_node.spin_until(lambda: len(world.latents) > 1 and moved() > 0.01, 60.0), (
+        f"system1 did not follow the latent (moved {moved():.4f} rad)\n" + s2.log()[-2000:] + s1.log()[-2000:]
     )
-    moved = np.linalg.norm(world.commands[-1][1] - world.spec.home)
-    assert moved > 0.01, f"system1 did not follow the latent (moved {moved:.4f} rad)"
 
 
 # --------------------------------------------------------------------------- learned backend + episodes
