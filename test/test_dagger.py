@@ -74,6 +74,41 @@ def test_rollouts_are_labelled_by_the_expert(tmp_path, beta):
         assert np.linalg.norm(label_end[-1] - goal[-1]) < np.linalg.norm(label_end[0] - goal[0])
 
 
+def test_dart_rollouts_inject_noise_and_keep_clean_labels(tmp_path):
+    """No checkpoint: the expert drives with seeded noise on its goals (DART); the rows carry the
+    noise-free expert's chunks from the measured states, and the noise moves the visited states."""
+    runs = {}
+    for seed in (0, 1):
+        meta = collect(None, tmp_path / f"dart{seed}", kinds=["reach"], episodes_per_kind=1, seed_start=60000,
+                       render_size=64, image_size=32, threads=1, timeout_s=3.0, dart_noise_std=0.05, seed=seed)
+        assert meta["dagger"]["checkpoint"] is None and meta["dagger"]["dart_noise_std"] == 0.05
+        ds = Dataset.load(tmp_path / f"dart{seed}")
+        (ep,) = ds.meta["episodes"]
+        assert ep["source"] == "dart" and ep["expert_labels"]
+        assert ds.frames.shape == (30, 32, 32, 3)  # 3 s at 10 Hz
+        np.testing.assert_allclose(ds.actions[:, 0], ds.proprio[:, :8], atol=1e-5)  # labels from the state
+        runs[seed] = ds
+    a, b = runs[0], runs[1]
+    assert np.abs(a.proprio[-1, :7] - b.proprio[-1, :7]).max() > 0.01  # the noise drove other states
+    # Replaying the recorded states through a noise-free expert gives back every label: the rows
+    # carry the clean expert's chunks, not the noisy driver's.
+    from vla_mpc.models.scripted import ScriptedSystem1Config
+    from vla_mpc.sim.rollout import make_expert
+    from vla_mpc.sim.tasks import sample_episode
+    from vla_mpc.training.dagger import _resample
+
+    episode = sample_episode("panda", "reach", 60000)
+    task = episode.task
+    _, s2, s1 = make_expert("panda", ScriptedSystem1Config(phases="state"))
+    for i in range(len(a)):
+        objects = {k: np.asarray(v["position"], float) for k, v in episode.objects.items()}
+        objects[task.object_name] = a.keypoints[i, 0].astype(np.float64)
+        q, v = a.proprio[i, :8].astype(np.float64), a.proprio[i, 8:].astype(np.float64)
+        s1.infer(s2.infer({}, episode.instruction, objects), q, velocity=v)
+        label = _resample(s1.chunk_from_state(q, v), s1.dt, 0.05, 16)
+        np.testing.assert_allclose(a.actions[i], label, atol=2e-4, err_msg=f"row {i}")
+
+
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="evaluation seeds"):
         collect(tmp_path / "none", tmp_path / "o", seed_start=99_990, episodes_per_kind=10)
@@ -83,6 +118,10 @@ def test_bad_arguments_are_refused(tmp_path):
         collect(tmp_path / "none", tmp_path / "o", kinds=["juggle"])
     with pytest.raises(ValueError, match="phases"):
         collect(tmp_path / "none", tmp_path / "o", expert_phases="random")
+    with pytest.raises(ValueError, match="dart_noise_std"):
+        collect(None, tmp_path / "o")  # neither a learner nor DART's noise
+    with pytest.raises(ValueError, match="dart_noise_std"):
+        collect(tmp_path / "none", tmp_path / "o", dart_noise_std=0.05)  # both
 
 
 def _write(path, rows_per_ep: int, episodes: int, value: int, keypoints: bool, **meta_over) -> None:

@@ -127,6 +127,29 @@ def test_streams_at_control_rate_publishes_labelled_latent_and_holds_without_sta
     assert node.alive()
 
 
+def test_reanchors_when_the_robot_does_not_follow(start_node, ros_node):
+    """A robot that stops following (moved away and held, e.g. a reset the node missed or a
+    protective stop): the node drops its stream and plans from the measured position again."""
+    node = start_node(NODE, {"autostart": True, "require_camera": False, "max_tracking_error": 0.3})
+    world = _World(ros_node)
+    assert ros_node.spin_until(
+        lambda: world.commands and np.linalg.norm(world.commands[-1][1] - world.spec.home) > 0.02, 60.0), (
+        node.log()[-3000:])
+    world.follow_commands = False
+    moved = np.array(world.spec.home, dtype=float)
+    moved[0] += 0.8  # the arm is elsewhere now, 0.8 rad about joint 1, and does not follow
+    world.q = moved
+    assert ros_node.spin_until(lambda: np.max(np.abs(world.commands[-1][1] - moved)) < 0.1, 10.0), (
+        f"commands stayed {np.max(np.abs(world.commands[-1][1] - moved)):.2f} rad from the robot\n" + node.log()[-3000:])
+    assert "re-anchored to the measured position" in node.log()
+    world.follow_commands = True  # following again: the stream goes on from where the robot is
+    world.commands.clear()
+    assert ros_node.spin_until(lambda: len(world.commands) > 100, 20.0)
+    steps = np.abs(np.diff(np.array([q for _, q in world.commands]), axis=0))
+    assert steps.max() < 0.05, f"command jumped {steps.max():.3f} rad after the re-anchor"
+    assert node.alive()
+
+
 def test_lifecycle_inactive_until_activated(start_node, ros_node):
     node = start_node(NODE, {"require_camera": False, "control_rate_hz": 100.0})
     world = _World(ros_node)

@@ -234,6 +234,23 @@ def test_train_cli_keypoints_mode(tmp_path, spec):
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("system1."))
     assert json.loads((out2 / "last" / "config.json").read_text())["extra"]["system1_only"] is True
+    # a larger System 1 on the same System 2: a fresh action expert of the new size, System 2 carried over
+    out3 = tmp_path / "wide"
+    assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out3), "--steps", "2", "--init", str(out / "last"),
+                 "--system1-only", "--system1-batch-size", "16", "--expert-width", "48", "--expert-blocks", "3"]) == 0
+    wide = load_policy(out3 / "last")
+    assert (wide.config.expert_width, wide.config.expert_blocks) == (48, 3)
+    assert wide.num_parameters()["system1"] != policy.num_parameters()["system1"]
+    after = wide.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert torch.isfinite(wide.sample_chunk(z, _proprio(spec))).all()
+    with pytest.raises(ValueError, match="need --system1-only"):
+        main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad"), "--steps", "1", "--init",
+              str(out / "last"), "--expert-width", "48"])
+    from vla_mpc.training.policy import with_new_system1
+
+    with pytest.raises(ValueError, match="not System 1 sizes"):
+        with_new_system1(policy, d_model=64)
     with pytest.raises(ValueError, match="--system1-only needs --init"):
         main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad"), "--steps", "1", "--system1-only",
               "--action-mode", "ee", "--system1-condition", "keypoints"])

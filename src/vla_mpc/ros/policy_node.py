@@ -35,6 +35,14 @@ System 1 is rebuilt with ``noise_seed`` = the episode's seed), clears the chunk 
 inputs and publishes nothing until a fresh joint state arrives; then it holds that measured state
 until a fresh latent and chunk exist (it never drags the robot back to the pre-reset pose).
 
+Re-anchoring: when the command stays more than ``max_tracking_error`` from the measured position
+for ``TRACKING_ERROR_PERSIST_S`` while following chunks, the robot is not following (the safety
+monitor refused a stream that continued from a pre-reset pose, a protective stop, a hand-guided or
+blocked arm). The node then drops the chunks in flight and holds the measured position, and System 1
+plans its next chunk from there. Without it, a stream planned from its own committed prefix never
+meets the robot again (measured: 2 of 197 recorded expert episodes were lost this way when the
+episode reset raced a stale joint state; the safety monitor refused every command to the end).
+
 Topics: subscribes ``/joint_states`` (sensor_msgs/JointState), ``/vla_mpc/observation/<camera>/image``
 (sensor_msgs/Image rgb8), ``/vla_mpc/instruction`` (std_msgs/String, latched),
 ``/vla_mpc/episode`` (std_msgs/String JSON, latched),
@@ -73,6 +81,9 @@ from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_SUB_QOS,
 from vla_mpc.ros.runtime import run_node
 
 ROLES = ("both", "system2", "system1")
+#: How long [s] the command must stay ``max_tracking_error`` from the measured position before the
+#: node re-anchors: longer than a stale joint state or a clamp burst, shorter than a wasted episode.
+TRACKING_ERROR_PERSIST_S = 0.3
 BACKENDS = ("scripted", "learned")
 
 
@@ -202,6 +213,7 @@ class PolicyNode(LifecycleNode):
         d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
         d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
         d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
+        d("max_tracking_error", 0.3, "Re-anchor to the measured position when any joint's command stays this far from it [rad or m] (0 = off).", min_value=0.0, max_value=10.0)
         d("max_image_age_s", 0.5, "Hold when the newest camera frame is older than this [s].", min_value=0.001, max_value=60.0)
         d("require_camera", True, "Hold (and skip System 2) without a fresh camera frame.")
         d("cameras", ["front"], "Camera names; frames from /vla_mpc/observation/<name>/image.", read_only=True)
@@ -241,6 +253,8 @@ class PolicyNode(LifecycleNode):
         self._last_error = ""
         self._tick_times: list[float] = []
         self._infer_latency = 0.0
+        self._diverged_since: float | None = None  # monotonic time the command left max_tracking_error
+        self._reanchors = 0
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = lambda n: self.get_parameter(n).value  # noqa: E731
@@ -532,11 +546,42 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"holding: {reason.value}" if reason is not None else "following chunks")
             self._hold = reason
         target = self.streamer.sample(now)
+        if reason is None and self._reanchor_if_diverged(target, now):
+            target = self.streamer.sample(now)
         self._last_command = target
         self.command_pub.publish(cv.joint_state_msg(self.names, target, stamp=self.get_clock().now().to_msg()))
         self._tick_times.append(now)
         if len(self._tick_times) > 2000:
             del self._tick_times[:1000]
+
+    def _reanchor_if_diverged(self, target: np.ndarray, now: float) -> bool:
+        """Module docstring, "Re-anchoring": True when the stream was dropped for a hold on the
+        measured position (the newest, fresh: the caller follows chunks only on fresh inputs)."""
+        limit = float(self.get_parameter("max_tracking_error").value)
+        q = self._q
+        if limit <= 0.0 or q is None:
+            return False
+        err = np.abs(target - q)
+        if float(np.max(err)) <= limit:
+            self._diverged_since = None
+            return False
+        if self._diverged_since is None:
+            self._diverged_since = now
+            return False
+        if now - self._diverged_since < TRACKING_ERROR_PERSIST_S:
+            return False
+        worst = int(np.argmax(err))
+        with self._lock:
+            self._episode_gen += 1  # chunks in flight were planned from the abandoned stream
+            self._anchor_to_measured = True
+        self.streamer.hold(q, now)
+        self._diverged_since = None
+        self._reanchors += 1
+        self.get_logger().warning(
+            f"{self.names[worst]}: command {err[worst]:.3f} from the measured position for "
+            f"{TRACKING_ERROR_PERSIST_S} s (max_tracking_error {limit}): the robot is not following; "
+            f"re-anchored to the measured position")
+        return True
 
     def _publish_diagnostics(self) -> None:
         ticks = np.diff(np.asarray(self._tick_times[-500:]))
@@ -555,6 +600,7 @@ class PolicyNode(LifecycleNode):
             KeyValue(key="system1", value=self._status1),
             KeyValue(key="inference_latency_ms", value=f"{self._infer_latency * 1e3:.2f}"),
             KeyValue(key="control_gap_p99_ms", value=f"{np.percentile(ticks, 99) * 1e3:.2f}" if ticks.size else "n/a"),
+            KeyValue(key="reanchors", value=str(self._reanchors)),
             KeyValue(key="last_error", value=self._last_error),
         ]
         arr = DiagnosticArray(status=[st])

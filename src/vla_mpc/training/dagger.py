@@ -69,30 +69,36 @@ class _Latents:
         self.last_images: tuple[float, dict] | None = None
 
     def reset(self) -> None:
-        self.learner.reset()
+        if self.learner is not None:
+            self.learner.reset()
         self.expert.reset()
         self.last_images = None
 
     def infer(self, images, instruction, objects=None):
         self.last_images = (self.sim.time, images)
-        return self.learner.infer(images, instruction), self.expert.infer({}, instruction, objects)
+        z_learner = None if self.learner is None else self.learner.infer(images, instruction)
+        return z_learner, self.expert.infer({}, instruction, objects)
 
 
 class _Relabel:
     """System 1 for :func:`~vla_mpc.sim.rollout.run_episode`: executes the learner's chunk (the
     expert's with probability ``beta``), and at every call records a row whose label is the
-    expert's chunk from the same measured state (module docstring)."""
+    expert's chunk from the same measured state (module docstring). Without a learner
+    (``learner=None``, DART) it executes ``driver``'s chunk, the expert with injected noise."""
 
     def __init__(self, learner, expert, latents: _Latents, sim, camera: str, beta: float, rng: np.random.Generator,
-                 image_size: int, chunk_size: int, chunk_dt: float) -> None:
+                 image_size: int, chunk_size: int, chunk_dt: float, driver=None) -> None:
         from vla_mpc.models.vision import resize_frame
         from vla_mpc.sim.tasks import task_keypoints
 
         self._resize, self._task_keypoints = resize_frame, task_keypoints
         self.learner, self.expert, self.latents, self.sim, self.camera = learner, expert, latents, sim, camera
+        self.driver = driver
+        if (learner is None) == (driver is None):
+            raise ValueError("give either a learner or a driver (DART)")
         self.beta, self.rng, self.image_size = beta, rng, image_size
         self.chunk_size, self.chunk_dt = chunk_size, chunk_dt
-        self.dt = learner.dt
+        self.dt = (learner if learner is not None else driver).dt  # the executed chunks' step [s]
         self.task = None
         self.rows: dict[str, list] = {k: [] for k in ("frames", "proprio", "actions", "keypoints", "timestamps")}
         self._t0: float | None = None
@@ -102,8 +108,9 @@ class _Relabel:
         self.task, self._t0 = task, None
 
     def reset(self) -> None:
-        self.learner.reset()
-        self.expert.reset()
+        for backend in (self.learner, self.driver, self.expert):
+            if backend is not None:
+                backend.reset()
 
     def infer(self, z, proprio, prefix=None, velocity=None) -> np.ndarray:
         z_learner, z_expert = z
@@ -117,8 +124,12 @@ class _Relabel:
         # move at zero velocity and the learner crawls (session 6). ScriptedSystem1.chunk_from_state.
         expert_chunk = self.expert.infer(z_expert, proprio, prefix, velocity=velocity)  # advances its phase
         label = self.expert.chunk_from_state(proprio, velocity)
-        chunk = expert_chunk if self.rng.random() < self.beta else self.learner.infer(z_learner, proprio, prefix,
-                                                                                        velocity)
+        if self.driver is not None:  # DART: the noisy expert drives, the clean one labels
+            chunk = self.driver.infer(z_expert, proprio, prefix, velocity=velocity)
+        elif self.rng.random() < self.beta:
+            chunk = expert_chunk
+        else:
+            chunk = self.learner.infer(z_learner, proprio, prefix, velocity)
         v = np.zeros_like(proprio) if velocity is None else velocity
         r = self.rows
         last = self.latents.last_images  # System 2 ran at this instant: its frame, not a second render
@@ -131,23 +142,34 @@ class _Relabel:
         return chunk
 
 
-def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
+def collect(checkpoint: str | Path | None, out: str | Path, robot: str = "panda",
             kinds: Sequence[str] = ("reach", "push", "pick_place"), episodes_per_kind: int = 20,
             seed_start: int = 60000, beta: float = 0.0, image_size: int = 96, render_size: int = 224,
             chunk_size: int = 16, chunk_dt: float = 0.05, seed: int = 0, threads: int = 2,
-            timeout_s: float | None = None, progress: bool = False, expert_phases: str = "state") -> dict:
+            timeout_s: float | None = None, progress: bool = False, expert_phases: str = "state",
+            dart_noise_std: float = 0.0, camera: str = "front") -> dict:
     """Run the learner with the expert labelling (module docstring) and write the dataset ``out``.
 
+    Without a ``checkpoint`` the rollouts are DART's (Laskey et al., "DART: Noise Injection for
+    Robust Imitation Learning", CoRL 2017): the expert drives with an Ornstein-Uhlenbeck offset of
+    std ``dart_noise_std`` [rad] on its joint goals (``ScriptedSystem1Config.noise_std``), and the
+    label is the noise-free expert's chunk from the same measured state. The states are the
+    expert's own plus the drift the noise adds, the states a learner with a small error reaches;
+    the labels bring them back. No learner runs, so a round costs the sim and the renders only.
+
     Args:
-        checkpoint: learned policy checkpoint (or training output) directory.
+        checkpoint: learned policy checkpoint (or training output) directory, or None (DART).
         out: dataset directory to write (created).
         episodes_per_kind: episodes of each kind, seeds ``seed_start + i`` (round-robin over kinds).
-        beta: probability [0, 1] that a chunk executed is the expert's instead of the learner's.
+        beta: probability [0, 1] that a chunk executed is the expert's instead of the learner's
+            (with a checkpoint).
         chunk_size / chunk_dt: the dataset's action chunks (as ``train convert``).
-        seed: seeds the beta draws.
+        seed: seeds the beta draws and DART's noise.
         timeout_s: episode time limit [s of sim time]; None: the rollout's per-kind default.
         expert_phases: the labelling expert's ``ScriptedSystem1Config.phases`` (``"state"``:
             module docstring; ``"sequence"``: the demonstrations' phase machine).
+        dart_noise_std: DART's noise std [rad], > 0 exactly when ``checkpoint`` is None.
+        camera: the recorded camera without a checkpoint (with one, the policy's first).
 
     Returns:
         The meta dict (also ``out/meta.json``), with ``learner_sr`` per kind.
@@ -173,18 +195,28 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
         raise ValueError(f"episodes_per_kind must be >= 1 and beta in [0, 1], got {episodes_per_kind}, {beta}")
     if seed_start < 0 or seed_start + episodes_per_kind * len(kinds) > EVAL_SEED_OFFSET:
         raise ValueError(f"seeds from {seed_start} reach the evaluation seeds ({EVAL_SEED_OFFSET})")
+    dart = checkpoint is None
+    if dart != (dart_noise_std > 0.0) or not np.isfinite(dart_noise_std):
+        raise ValueError(f"dart_noise_std must be > 0 exactly when no checkpoint is given (DART), got "
+                         f"{dart_noise_std!r} with checkpoint {checkpoint!r}")
     expert_config = ScriptedSystem1Config(phases=expert_phases)  # ValueError on an unknown rule
     torch.set_num_threads(max(1, int(threads)))
     t_wall = time.monotonic()
     spec = load_robot_spec(robot)
-    policy, learner2, make_s1 = load_learned_backends(checkpoint, spec.joint_names)
     _, expert2, expert1 = make_expert(robot, expert_config)
-    camera = policy.config.cameras[0]
+    if dart:
+        learner2 = learner1 = None
+        _, _, driver = make_expert(robot, ScriptedSystem1Config(phases=expert_phases, noise_std=dart_noise_std,
+                                                                noise_seed=seed))
+    else:
+        policy, learner2, make_s1 = load_learned_backends(checkpoint, spec.joint_names)
+        learner1, driver = make_s1(), None
+        camera = policy.config.cameras[0]
     cfg = RolloutConfig(timeout_s=timeout_s)
     sim = SimRobot(spec, cameras=(camera,), image_size=(render_size, render_size))
     system2 = _Latents(learner2, expert2, sim)
-    system1 = _Relabel(make_s1(), expert1, system2, sim, camera, beta, np.random.default_rng(seed), image_size,
-                       chunk_size, chunk_dt)
+    system1 = _Relabel(learner1, expert1, system2, sim, camera, beta, np.random.default_rng(seed), image_size,
+                       chunk_size, chunk_dt, driver=driver)
     episodes, ep_index = [], []
     learner_success: dict[str, list[bool]] = {k: [] for k in kinds}
     jobs = [(kinds[i % len(kinds)], seed_start + i) for i in range(episodes_per_kind * len(kinds))]
@@ -198,7 +230,8 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
             ep_index += [index] * (stop - start)
             learner_success[kind].append(res.success)
             episodes.append({"index": index, "bag": None, "kind": kind, "instruction": episode.instruction,
-                             "seed": ep_seed, "success": res.success, "source": "dagger", "expert_labels": True,
+                             "seed": ep_seed, "success": res.success, "source": "dart" if dart else "dagger",
+                             "expert_labels": True,
                              "beta": beta, "time_to_success_s": res.time_to_success_s, "complete": True,
                              "start": start, "stop": stop})
     finally:
@@ -220,8 +253,8 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
         "skipped_episodes": [], "bad_messages": 0,
         "stats": {"proprio": compute_stats(arrays["proprio"]), "action": compute_stats(arrays["actions"])},
         "keypoint_rows": rows, "source_bags": [],
-        "dagger": {"checkpoint": str(checkpoint), "beta": beta, "seed_start": seed_start, "render_size": render_size,
-                   "expert_phases": expert_phases,
+        "dagger": {"checkpoint": None if dart else str(checkpoint), "beta": beta, "seed_start": seed_start,
+                   "render_size": render_size, "expert_phases": expert_phases, "dart_noise_std": dart_noise_std,
                    "learner_sr": {k: float(np.mean(v)) for k, v in learner_success.items()}},
         "conversion": {"seconds": round(time.monotonic() - t_wall, 3), "rows": rows,
                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -231,7 +264,11 @@ def collect(checkpoint: str | Path, out: str | Path, robot: str = "panda",
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--checkpoint", required=True, type=Path, help="learned policy checkpoint or training output")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="learned policy checkpoint or training output; omit with --dart-noise-std (DART)")
+    ap.add_argument("--dart-noise-std", type=float, default=0.0,
+                    help="without --checkpoint: the expert drives with this std [rad] of noise on its joint goals "
+                         "and the noise-free expert labels (DART, Laskey et al. 2017); e.g. 0.05")
     ap.add_argument("--out", required=True, type=Path, help="dataset directory to write")
     ap.add_argument("--robot", default="panda")
     ap.add_argument("--kinds", default="reach,push,pick_place", help="comma-separated task kinds")
@@ -258,7 +295,7 @@ def run_cli(a: argparse.Namespace) -> int:
     try:
         meta = collect(a.checkpoint, a.out, a.robot, [k for k in a.kinds.split(",") if k], a.episodes_per_kind,
                        a.seed_start, a.beta, seed=a.seed, threads=a.threads, progress=True,
-                       expert_phases=a.expert_phases)
+                       expert_phases=a.expert_phases, dart_noise_std=a.dart_noise_std)
     except (ValueError, CheckpointError) as exc:
         print(f"dagger: {exc}", file=sys.stderr)
         return 2

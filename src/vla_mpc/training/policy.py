@@ -15,6 +15,7 @@ distinct instruction with the frozen MiniLM encoder. The loop is :func:`vla_mpc.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -34,7 +35,7 @@ from vla_mpc.models.policy import (
 )
 
 __all__ = ["make_policy_batch", "make_system1_batch", "rows_starting_at_their_state", "task_kind_indices",
-           "perturb_proprio", "build_policy", "parse_args", "main"]
+           "perturb_proprio", "build_policy", "with_new_system1", "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
 #: Per-axis std of the noise on System 1's training keypoints [m]: System 2 reads the keypoints of
@@ -291,6 +292,30 @@ def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints
     return DualSystemPolicy(config, stats)
 
 
+SYSTEM1_SIZE_FIELDS = ("expert_width", "expert_blocks", "cond_dim")
+
+
+def with_new_system1(policy: DualSystemPolicy, **sizes: int) -> DualSystemPolicy:
+    """``policy`` with a freshly initialised System 1 of other ``sizes`` (``expert_width``,
+    ``expert_blocks``, ``cond_dim``): System 2, its heads and the statistics are kept, so
+    ``train policy --system1-only`` can try a larger action expert on a trained System 2.
+
+    Raises:
+        ValueError: a field that is not a System 1 size, or a size ``PolicyConfig`` refuses.
+    """
+    bad = sorted(set(sizes) - set(SYSTEM1_SIZE_FIELDS))
+    if bad:
+        raise ValueError(f"not System 1 sizes: {bad} (allowed {SYSTEM1_SIZE_FIELDS})")
+    config = dataclasses.replace(policy.config, **sizes)
+    fresh = DualSystemPolicy(config, policy.stats)
+    kept = {k: v for k, v in policy.state_dict().items() if not k.startswith("system1.")}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    if unexpected or any(not k.startswith("system1.") for k in missing):  # a layout this code does not know
+        raise ValueError(f"cannot carry System 2 over: unexpected {unexpected}, missing "
+                         f"{[k for k in missing if not k.startswith('system1.')]}")
+    return fresh.train(policy.training)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m vla_mpc.train policy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, type=Path, nargs="+",
@@ -340,6 +365,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="with --init of a '--system1-condition keypoints' checkpoint: train System 1 alone on the "
                          "datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a DAgger "
                          "round)")
+    ap.add_argument("--expert-width", type=int, default=None,
+                    help="System 1's denoiser width (default: the PolicyConfig's, 256; with --system1-only --init "
+                         "a fresh System 1 of this size on the checkpoint's System 2)")
+    ap.add_argument("--expert-blocks", type=int, default=None,
+                    help="System 1's residual blocks (default: the PolicyConfig's, 2; as --expert-width)")
     ap.add_argument("--max-start-gap", type=float, default=DEFAULT_MAX_START_GAP,
                     help=f"drop rows whose action chunk starts more than this [rad] from the row's measured "
                          f"positions (a chunk paired with another instant's state; default {DEFAULT_MAX_START_GAP}, "
@@ -378,15 +408,21 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                   f"measured positions (--max-start-gap)", flush=True)
         if len(rows["train"]) == 0:
             raise ValueError("no training row's chunk starts at its measured positions (see --max-start-gap)")
+    sizes = {k: int(opt[k]) for k in ("expert_width", "expert_blocks") if opt.get(k) is not None}
     if opt["init"] is not None:
         from vla_mpc.models.checkpoint import load_policy
 
         policy = load_policy(opt["init"], expected_joint_names=tuple(ds.meta["joint_names"])).train()
+        if sizes and not opt["system1_only"]:
+            raise ValueError("--expert-width / --expert-blocks with --init need --system1-only (a fresh System 1 "
+                             "on the checkpoint's System 2)")
+        if sizes:
+            policy = with_new_system1(policy, **sizes)
     else:
         policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
                               action_mode=opt["action_mode"], stats_rows=rows["train"],
                               keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
-                              system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"],
+                              system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"], **sizes,
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     if opt["system1_only"]:
         if opt["init"] is None or not policy.config.task_head:
