@@ -47,8 +47,11 @@ def test_rollouts_are_labelled_by_the_expert(tmp_path, beta):
     assert ds.timestamps[0] == 0.0 and np.allclose(np.diff(ds.timestamps), 0.1)  # one row per chunk, 10 Hz
     if beta == 0.0:
         assert n == 20  # 2 s at 10 Hz
-    # every label is planned from the row's measured positions (at rest), not the learner's commands
-    np.testing.assert_allclose(ds.actions[:, 0], ds.proprio[:, :8], atol=1e-5)
+    # every label starts where the command stream is: at the measured positions until the first
+    # chunk, then at the committed target, which leads the lagging arm by a few hundredths of a rad
+    np.testing.assert_allclose(ds.actions[0, 0], ds.proprio[0, :8], atol=1e-5)
+    lead = np.abs(ds.actions[1:, 0] - ds.proprio[1:, :8]).max(axis=1)
+    assert np.all(lead < 0.3) and np.median(lead) > 1e-4, np.percentile(lead, [0, 50, 100])
     # the rows are imitable even when the learner failed
     assert len(ds.rows("all", success_only=True, expert_labels=True)) == n
     assert len(ds.rows("all", success_only=True)) == (n if beta else 0)
@@ -86,27 +89,103 @@ def test_dart_rollouts_inject_noise_and_keep_clean_labels(tmp_path):
         (ep,) = ds.meta["episodes"]
         assert ep["source"] == "dart" and ep["expert_labels"]
         assert ds.frames.shape == (30, 32, 32, 3)  # 3 s at 10 Hz
-        np.testing.assert_allclose(ds.actions[:, 0], ds.proprio[:, :8], atol=1e-5)  # labels from the state
         runs[seed] = ds
     a, b = runs[0], runs[1]
     assert np.abs(a.proprio[-1, :7] - b.proprio[-1, :7]).max() > 0.01  # the noise drove other states
-    # Replaying the recorded states through a noise-free expert gives back every label: the rows
-    # carry the clean expert's chunks, not the noisy driver's.
-    from vla_mpc.models.scripted import ScriptedSystem1Config
-    from vla_mpc.sim.rollout import make_expert
-    from vla_mpc.sim.tasks import sample_episode
-    from vla_mpc.training.dagger import _resample
+    # labels start where the command stream is (at the measured positions before the first chunk)
+    np.testing.assert_allclose(a.actions[0, 0], a.proprio[0, :8], atol=1e-5)
+    assert np.abs(a.actions[1:, 0] - a.proprio[1:, :8]).max() < 0.3
 
-    episode = sample_episode("panda", "reach", 60000)
-    task = episode.task
-    _, s2, s1 = make_expert("panda", ScriptedSystem1Config(phases="state"))
-    for i in range(len(a)):
-        objects = {k: np.asarray(v["position"], float) for k, v in episode.objects.items()}
-        objects[task.object_name] = a.keypoints[i, 0].astype(np.float64)
-        q, v = a.proprio[i, :8].astype(np.float64), a.proprio[i, 8:].astype(np.float64)
-        s1.infer(s2.infer({}, episode.instruction, objects), q, velocity=v)
-        label = _resample(s1.chunk_from_state(q, v), s1.dt, 0.05, 16)
-        np.testing.assert_allclose(a.actions[i], label, atol=2e-4, err_msg=f"row {i}")
+
+class _Fake:
+    """A System 1 stand-in returning ``value`` everywhere; records its calls."""
+
+    def __init__(self, value: float) -> None:
+        self.value, self.calls, self.dt, self.chunk_size = value, [], 0.05, 16
+
+    def infer(self, z, q, prefix=None, velocity=None):
+        self.calls.append((z, None if prefix is None else np.array(prefix)))
+        return np.full((16, 8), self.value)
+
+    def chunk_from_state(self, q, v=None, start=None):
+        return np.full((16, 8), self.value + (0.5 if start is not None else 0.25))
+
+    def reset(self) -> None:
+        pass
+
+
+class _FakeSim:
+    time = 0.0
+
+    def render(self, camera):
+        return np.zeros((8, 8, 3), np.uint8)
+
+    def object_poses(self):
+        return {}
+
+
+def _relabel(learner, driver, beta=0.0):
+    from vla_mpc.training import dagger
+
+    latents = type("L", (), {"last_images": None})()
+    r = dagger._Relabel(learner, _Fake(1.0), latents, _FakeSim(), "front", beta, np.random.default_rng(0), 8, 16, 0.05,
+                        driver=driver)
+    r._task_keypoints = lambda task, objects: np.zeros((2, 3))
+    r._resize = lambda frame, size: frame
+    return r
+
+
+def test_labels_come_from_the_clean_expert_and_start_at_the_command():
+    """DART: the noisy driver's chunk is executed and the clean expert's own chunk (from the same
+    committed stream) is the label. DAgger: the learner's chunk is executed and the label is the
+    expert's chunk_from_state from the committed target."""
+    prefix = np.zeros((3, 8))
+    dart = _relabel(None, _Fake(2.0))
+    executed = dart.infer((None, "z"), np.zeros(8), prefix, np.zeros(8))
+    assert np.all(executed == 2.0) and np.all(dart.rows["actions"][-1] == 1.0)
+    assert dart.driver.calls[0][0] == "z" and np.array_equal(dart.expert.calls[0][1], prefix)
+    dagger_ = _relabel(_Fake(3.0), None)
+    executed = dagger_.infer(("zl", "z"), np.zeros(8), prefix, np.zeros(8))
+    assert np.all(executed == 3.0) and np.all(dagger_.rows["actions"][-1] == 1.5)  # from the command
+    dagger_.infer(("zl", "z"), np.zeros(8), None, np.zeros(8))
+    assert np.all(dagger_.rows["actions"][-1] == 1.25)  # no stream yet: from the measured positions
+    with pytest.raises(ValueError, match="either a learner or a driver"):
+        _relabel(None, None)
+
+
+def test_dagger_labels_executed_by_the_expert_solve_the_task():
+    """The labels must be commands the expert would give: the state-phase expert executing its own
+    chunk_from_state labels, from its command stream, reaches the cube; started at the measured
+    positions instead (the lag dragged back every call), the same labels never get there."""
+    from vla_mpc.models.scripted import ScriptedSystem1Config
+    from vla_mpc.sim.rollout import RolloutConfig, make_expert, run_episode
+    from vla_mpc.sim.sim_robot import SimRobot
+    from vla_mpc.sim.tasks import sample_episode
+
+    spec, s2, s1 = make_expert("panda", ScriptedSystem1Config(phases="state"))
+
+    class _Labels:
+        chunk_size, dt, action_dim = s1.chunk_size, s1.dt, s1.action_dim
+
+        def __init__(self, from_command: bool) -> None:
+            self.from_command = from_command
+
+        def reset(self) -> None:
+            s1.reset()
+
+        def infer(self, z, q, prefix=None, velocity=None):
+            s1.infer(z, q, prefix, velocity=velocity)
+            start = prefix[0] if self.from_command and prefix is not None else None
+            return s1.chunk_from_state(q, velocity, start=start)
+
+    sim = SimRobot(spec, cameras=("front",), image_size=(32, 32))
+    try:
+        episode = sample_episode("panda", "reach", 100000)
+        ok = run_episode(sim, episode, s2, _Labels(True), RolloutConfig(timeout_s=12.0))
+        stuck = run_episode(sim, episode, s2, _Labels(False), RolloutConfig(timeout_s=12.0))
+    finally:
+        sim.close()
+    assert ok.success and not stuck.success
 
 
 def test_bad_arguments_are_refused(tmp_path):

@@ -130,7 +130,7 @@ def test_streams_at_control_rate_publishes_labelled_latent_and_holds_without_sta
 def test_reanchors_when_the_robot_does_not_follow(start_node, ros_node):
     """A robot that stops following (moved away and held, e.g. a reset the node missed or a
     protective stop): the node drops its stream and plans from the measured position again."""
-    node = start_node(NODE, {"autostart": True, "require_camera": False, "max_tracking_error": 0.3})
+    node = start_node(NODE, {"autostart": True, "require_camera": False})  # the default max_tracking_error
     world = _World(ros_node)
     assert ros_node.spin_until(
         lambda: world.commands and np.linalg.norm(world.commands[-1][1] - world.spec.home) > 0.02, 60.0), (

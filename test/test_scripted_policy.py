@@ -256,6 +256,13 @@ def test_chunk_from_state_continues_the_measured_motion_not_the_committed_one():
     np.testing.assert_allclose((moving[1] - moving[0])[arm], v[arm] * s1.dt, atol=0.2 * 0.2 * s1.dt)
     assert np.all(np.abs(moving[4] - q)[arm] >= np.abs(label[4] - q)[arm] - 1e-9)  # ahead of the start from rest
     assert s1.phase is phase
+    # from the command stream's target (the learner's committed one), with the measured velocity
+    lead = q + 0.5 * push
+    led = s1.chunk_from_state(q, v, start=lead)
+    np.testing.assert_array_equal(led[0], lead)
+    np.testing.assert_allclose((led[1] - led[0])[arm], v[arm] * s1.dt, atol=0.2 * 0.2 * s1.dt)
+    with pytest.raises(ValueError, match="start"):
+        s1.chunk_from_state(q, v, start=q[:3])
     with pytest.raises(ValueError, match="proprio"):
         s1.chunk_from_state(q[:3])
     with pytest.raises(ValueError, match="velocity"):

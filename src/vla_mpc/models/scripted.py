@@ -563,36 +563,41 @@ class ScriptedSystem1:
         self._goal = (q_goal, grip_target)
         return self._chunk(p0, v0, q_goal, grip_target)
 
-    def chunk_from_state(self, proprio: np.ndarray, velocity: np.ndarray | None = None) -> np.ndarray:
-        """The chunk towards the goal of the last :meth:`infer` call, planned from the *measured*
-        positions and velocities, without advancing the phase: what the expert would command from
-        this measured state (a DAgger label).
+    def chunk_from_state(self, proprio: np.ndarray, velocity: np.ndarray | None = None,
+                         start: np.ndarray | None = None) -> np.ndarray:
+        """The chunk towards the goal of the last :meth:`infer` call from ``start`` (the command
+        stream's current target; default the measured positions) with the *measured* velocities,
+        without advancing the phase: a DAgger label for a state the learner reached.
 
-        :meth:`infer` plans from the committed prefix and its velocity, which is right for the
-        expert's own execution (the prefix is its own plan). For a state the *learner* reached, the
-        learner's committed prefix is not the expert's: its velocity (a finite difference of two
-        sampled targets) can be large and wrong, and the quintic carries it through the whole
-        chunk. Planned from rest instead, every label restarts the move from zero velocity, and a
-        learner that executes only each chunk's first steps then crawls (session 6). The
-        measured velocity is the arm's real motion: the label continues it towards the goal, as
-        the expert's own chunks continue theirs.
+        Where the chunk starts matters as much as its shape. A position-controlled arm lags its
+        command (the demonstrations: a median 0.028 rad between a row's command and its measured
+        positions), so a stream whose every chunk starts at the measured positions drags the
+        command back by the lag ten times a second: the expert executing such labels itself
+        solved 0 of 12 seeds (session 7), against 12/12 from its command stream. ``start`` =
+        the learner's committed target keeps the stream's lead; the measured velocity (not the
+        learner's, a finite difference of two sampled targets that swung the labels 20-40 cm,
+        session 4) continues the arm's real motion, which planned from rest crawled (session 6).
+        Executed by the expert itself (``start`` = its own command): reach 3/3, push 3/3,
+        pick_place 1/3, slower than its own chunks (7.6-11.5 s against 5.1-8.3 s to success).
 
         Args:
             proprio: (action_dim,) measured joint positions [rad or m].
             velocity: (action_dim,) measured joint velocities [rad/s or m/s], or None (at rest).
+            start: (action_dim,) where the chunk starts [rad or m], or None (``proprio``).
 
         Returns:
-            (chunk_size, action_dim) float64 starting at ``proprio``; the positions held when
-            :meth:`infer` produced no goal (idle, IK failure, wandering) since the last reset.
+            (chunk_size, action_dim) float64 starting at ``start``; held there when :meth:`infer`
+            produced no goal (idle, IK failure, wandering) since the last reset.
 
         Raises:
             ValueError: bad shapes or non-finite inputs.
         """
         q = joint_vector(proprio, self.action_dim, "proprio")
         v = joint_vector(velocity, self.action_dim, "velocity", zeros_if_none=True)
+        p0 = q if start is None else joint_vector(start, self.action_dim, "start")
         if self._goal is None:
-            return np.repeat(q[None, :], self.chunk_size, axis=0)
-        return self._chunk(q, v, *self._goal)
+            return np.repeat(p0[None, :], self.chunk_size, axis=0)
+        return self._chunk(p0, v, *self._goal)
 
     def _perturb(self, q_goal_arm: np.ndarray, grip_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add the Ornstein-Uhlenbeck offset (``noise_std``) to the goal, clipped to the limits."""

@@ -213,7 +213,7 @@ class PolicyNode(LifecycleNode):
         d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
         d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
         d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
-        d("max_tracking_error", 0.3, "Re-anchor to the measured position when any joint's command stays this far from it [rad or m] (0 = off).", min_value=0.0, max_value=10.0)
+        d("max_tracking_error", 0.5, "Re-anchor to the measured position when any joint's command stays this far from it [rad or m] (0 = off).", min_value=0.0, max_value=10.0)
         d("max_image_age_s", 0.5, "Hold when the newest camera frame is older than this [s].", min_value=0.001, max_value=60.0)
         d("require_camera", True, "Hold (and skip System 2) without a fresh camera frame.")
         d("cameras", ["front"], "Camera names; frames from /vla_mpc/observation/<name>/image.", read_only=True)

@@ -14,9 +14,9 @@ labels to the data. Here, without ROS (:func:`vla_mpc.sim.rollout.run_episode`'s
   chunk the expert's chunk is executed instead (the mixture policy of DAgger's first iterations);
 * the scripted expert (privileged object poses, :class:`~vla_mpc.models.scripted.ScriptedSystem2`
   + :class:`~vla_mpc.models.scripted.ScriptedSystem1`) runs beside it on the same measured states
-  and its chunk, planned from the measured positions and velocities (not from the learner's
-  committed prefix, whose velocity can be large and wrong, nor from rest, which restarts every move),
-  is the label;
+  and its chunk is the label: planned from the learner's committed target (where the command
+  stream is; the arm lags it) with the measured velocities (not the learner's commanded velocity,
+  which can be large and wrong, nor from rest, which restarts every move);
 * the expert reads its phase from the state (``ScriptedSystem1Config(phases="state")``, the
   default ``expert_phases``): the demonstrations' expert completes a waypoint only within 1 cm of
   it, so a learner that passed 2 cm beside one was labelled "go back to it" for the rest of the
@@ -116,20 +116,25 @@ class _Relabel:
         z_learner, z_expert = z
         if self._t0 is None:
             self._t0 = self.sim.time
-        # The label starts at the measured positions and velocities: what the expert would command
-        # from this state (its own chunk, executed when it drives, continues from the committed
-        # prefix). From the learner's committed prefix instead, the expert's quintic inherits the
-        # learner's commanded velocity and carries it on for the whole chunk: labels that swing the
-        # tool 20-40 cm between consecutive calls (session 5). From rest, every label restarts the
-        # move at zero velocity and the learner crawls (session 6). ScriptedSystem1.chunk_from_state.
+        # The label: what the expert would command next. It starts at the committed target, not at
+        # the measured positions (the arm lags its command: labels from the measured positions drag
+        # the stream back by the lag every call, and the expert executing them itself solved 0/12),
+        # and continues the measured velocity: the learner's commanded velocity, a finite
+        # difference of two sampled targets, swung the labels 20-40 cm (session 4), and a label
+        # from rest crawled (session 6). ScriptedSystem1.chunk_from_state. Under DART the driver is
+        # the expert with noise on its goals, a smooth plan: the label is then the clean expert's
+        # own chunk from the driver's committed stream, which the expert executes as it is.
         expert_chunk = self.expert.infer(z_expert, proprio, prefix, velocity=velocity)  # advances its phase
-        label = self.expert.chunk_from_state(proprio, velocity)
         if self.driver is not None:  # DART: the noisy expert drives, the clean one labels
+            label = expert_chunk
             chunk = self.driver.infer(z_expert, proprio, prefix, velocity=velocity)
-        elif self.rng.random() < self.beta:
-            chunk = expert_chunk
         else:
-            chunk = self.learner.infer(z_learner, proprio, prefix, velocity)
+            start = None if prefix is None or len(prefix) == 0 else prefix[0]
+            label = self.expert.chunk_from_state(proprio, velocity, start=start)
+            if self.rng.random() < self.beta:
+                chunk = expert_chunk
+            else:
+                chunk = self.learner.infer(z_learner, proprio, prefix, velocity)
         v = np.zeros_like(proprio) if velocity is None else velocity
         r = self.rows
         last = self.latents.last_images  # System 2 ran at this instant: its frame, not a second render
