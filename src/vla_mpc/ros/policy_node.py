@@ -290,6 +290,7 @@ class PolicyNode(LifecycleNode):
                 interpolation=p("interpolation"),
             ))
             self.freshness = Freshness(p("max_latent_age_s"), p("max_state_age_s"), p("max_image_age_s"), p("require_camera"))
+            self._max_tracking_error = float(p("max_tracking_error"))  # read once: the control loop uses it
         except Exception as exc:  # noqa: BLE001 - report the reason, stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -557,7 +558,7 @@ class PolicyNode(LifecycleNode):
     def _reanchor_if_diverged(self, target: np.ndarray, now: float) -> bool:
         """Module docstring, "Re-anchoring": True when the stream was dropped for a hold on the
         measured position (the newest, fresh: the caller follows chunks only on fresh inputs)."""
-        limit = float(self.get_parameter("max_tracking_error").value)
+        limit = self._max_tracking_error
         q = self._q
         if limit <= 0.0 or q is None:
             return False

@@ -158,7 +158,8 @@ def collect(checkpoint: str | Path | None, out: str | Path, robot: str = "panda"
     Without a ``checkpoint`` the rollouts are DART's (Laskey et al., "DART: Noise Injection for
     Robust Imitation Learning", CoRL 2017): the expert drives with an Ornstein-Uhlenbeck offset of
     std ``dart_noise_std`` [rad] on its joint goals (``ScriptedSystem1Config.noise_std``), and the
-    label is the noise-free expert's chunk from the same measured state. The states are the
+    label is the noise-free expert's own chunk from the driver's command stream (what it would
+    execute there). The states are the
     expert's own plus the drift the noise adds, the states a learner with a small error reaches;
     the labels bring them back. No learner runs, so a round costs the sim and the renders only.
 
@@ -273,7 +274,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="learned policy checkpoint or training output; omit with --dart-noise-std (DART)")
     ap.add_argument("--dart-noise-std", type=float, default=0.0,
                     help="without --checkpoint: the expert drives with this std [rad] of noise on its joint goals "
-                         "and the noise-free expert labels (DART, Laskey et al. 2017); e.g. 0.05")
+                         "and the noise-free expert labels (DART, Laskey et al. 2017); e.g. 0.02 (at 0.05 the noisy "
+                         "expert fails push and pick_place)")
     ap.add_argument("--out", required=True, type=Path, help="dataset directory to write")
     ap.add_argument("--robot", default="panda")
     ap.add_argument("--kinds", default="reach,push,pick_place", help="comma-separated task kinds")
