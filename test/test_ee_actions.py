@@ -12,7 +12,7 @@ from vla_mpc.core.robot_model import RobotModel, load_robot_spec
 from vla_mpc.models.checkpoint import load_policy, save_policy
 from vla_mpc.models.ee_actions import EndEffectorActions, rotation_exp, rotation_log
 from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig
-from vla_mpc.training.policy import perturb_proprio
+from vla_mpc.training.policy import action_pose_table, perturb_proprio
 
 SMALL = dict(image_size=32, vision_width=8, d_model=32, vlm_heads=2, latent_tokens=4, latent_dim=16,
              chunk_size=8, expert_width=64, expert_blocks=2, cond_dim=32)
@@ -63,6 +63,31 @@ def test_features_round_trip_through_ik(panda):
     kept = ee.to_joint_targets(q, f, committed=chunk[:, :3])
     np.testing.assert_array_equal(kept[:, :3], chunk[:, :3])
     np.testing.assert_allclose(ee.features(q, kept)[..., :3], f[..., :3], atol=1e-4)
+
+
+def test_precomputed_target_poses_give_the_same_features_and_loss(panda):
+    """Training's pose table (the targets' forward kinematics once per row) changes nothing but the
+    cost: the same features for any measured state, the same loss, NaN rows left out of the table."""
+    spec, ee = panda
+    q, chunk = _joint_chunks(spec, 5, 8, seed=4)
+    poses = ee.target_poses(chunk)
+    assert poses.shape == (5, 8, 6)
+    np.testing.assert_allclose(poses[..., :3], ee.model.fk(chunk.reshape(-1, spec.n_joints))[:, :3, 3].reshape(5, 8, 3))
+    moved = q + np.r_[np.full(spec.n_arm, 0.03), 0.0]  # training's state noise moves q, not the targets
+    np.testing.assert_allclose(ee.features(moved, chunk, poses), ee.features(moved, chunk), atol=1e-12)
+    table = action_pose_table(ee, chunk, np.array([3, 1, 3]), block=1)
+    assert np.isnan(table[[0, 2, 4]]).all()
+    np.testing.assert_allclose(table[[1, 3]], poses[[1, 3]], atol=1e-6)  # float32
+    with pytest.raises(ValueError, match="poses"):
+        ee.features(q, chunk, poses[:, :4])
+    with pytest.raises(ValueError, match="poses"):
+        ee.features(q, chunk, table)  # NaN rows
+
+    pol = _ee_policy(panda)
+    proprio = torch.from_numpy(np.concatenate([moved, np.zeros_like(moved)], axis=1)).float()
+    actions = torch.from_numpy(chunk).float()
+    with_table = pol.normalize_actions(actions, proprio, torch.from_numpy(poses).float())
+    torch.testing.assert_close(with_table, pol.normalize_actions(actions, proprio), atol=1e-5, rtol=0)
 
 
 def test_a_pure_tool_translation_reads_as_position_deltas_in_base_link(panda):

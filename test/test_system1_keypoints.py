@@ -163,6 +163,10 @@ def test_system1_rows_lag_and_noise():
     assert np.corrcoef(err[:, 0, 1], err[:, 1, 1])[0, 1] == pytest.approx(0.5, abs=0.06)  # half the variance shared
     with pytest.raises(ValueError, match="need a dataset with keypoints"):
         make_system1_batch(ds, np.array([], dtype=int), kinds, rng, 4)
+    # the pose table's rows travel with their rows (action_mode "ee": no forward kinematics per step)
+    table = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 8, 6), np.float32)
+    with_poses = make_system1_batch(ds, np.arange(n), kinds, np.random.default_rng(2), 64, action_poses=table)
+    np.testing.assert_array_equal(with_poses["s1_action_poses"][:, 0, 0].numpy(), with_poses["s1_proprio"][:, 0].numpy())
 
 
 def test_task_kind_indices():
@@ -247,6 +251,19 @@ def test_train_cli_keypoints_mode(tmp_path, spec):
     with pytest.raises(ValueError, match="need --system1-only"):
         main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad"), "--steps", "1", "--init",
               str(out / "last"), "--expert-width", "48"])
+    # the other split: System 2 and its heads alone, System 1 exactly as it was; its log has no action loss
+    out4 = tmp_path / "s2"
+    assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out4), "--steps", "3", "--batch-size", "4",
+                 "--init", str(out / "last"), "--system2-only", "--lr", "1e-2"]) == 0
+    after = load_policy(out4 / "last").state_dict()
+    system1 = [k for k in before if k.startswith("system1.")]
+    assert all(torch.equal(before[k], after[k]) for k in system1)
+    assert any(not torch.equal(before[k], after[k]) for k in frozen)
+    logged = [json.loads(line) for line in (out4 / "log.jsonl").read_text().splitlines()]
+    assert logged and all("train/action_loss" not in r for r in logged) and "train/task_loss" in logged[-1]
+    with pytest.raises(ValueError, match="exclude each other"):
+        main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad2"), "--steps", "1", "--init",
+              str(out / "last"), "--system1-only", "--system2-only"])
     from vla_mpc.training.policy import with_new_system1
 
     with pytest.raises(ValueError, match="not System 1 sizes"):

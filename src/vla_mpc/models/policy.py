@@ -320,6 +320,12 @@ class DualSystemPolicy(nn.Module):
         self.register_buffer("alpha_bar", cosine_alpha_bar(c.diffusion_train_steps).float(), persistent=False)
         self._schedule_cache: dict[tuple, torch.Tensor] = {}
 
+    @property
+    def ee_actions(self):
+        """The :class:`~vla_mpc.models.ee_actions.EndEffectorActions` of ``action_mode = "ee"``, else
+        None. Not thread-safe: use it before the policy runs (training's pose table)."""
+        return self._ee
+
     # ---------------------------------------------------------------------------- normalisation
     def normalize_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
         """(B, 2A) raw [rad, m, rad/s, m/s] -> normalised."""
@@ -364,13 +370,17 @@ class DualSystemPolicy(nn.Module):
                 parts.append(nn.functional.one_hot(task_kind.long(), len(TASK_KINDS)).float())
         return z_in, torch.cat(parts, dim=1)
 
-    def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+    def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor,
+                          action_poses: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H, A) absolute targets -> normalised System 1 rows (B, H, output_dim) (module docstring;
-        ``ee``: forward kinematics of every target, ~15 µs each, no gradient)."""
+        ``ee``: forward kinematics of every target, ~15 µs each, no gradient, unless ``action_poses``
+        (B, H, 6) gives them: :meth:`~vla_mpc.models.ee_actions.EndEffectorActions.target_poses`,
+        which training computes once per dataset row). ValueError on mismatched shapes."""
         q = proprio[:, : self.config.action_dim]
         if self._ee is not None:
+            poses = None if action_poses is None else action_poses.detach().double().numpy()
             with self._kinematics_lock:
-                f = self._ee.features(q.detach().double().numpy(), actions.detach().double().numpy())
+                f = self._ee.features(q.detach().double().numpy(), actions.detach().double().numpy(), poses)
             return (torch.from_numpy(f).float() - self.action_mean) / self.action_std
         base = q[:, None] if self.config.action_mode == "delta" else 0.0
         return (actions - base - self.action_mean) / self.action_std
@@ -432,10 +442,14 @@ class DualSystemPolicy(nn.Module):
                 and ``s1_task_kind`` (B1,) when given (rows without frames: the dataset's
                 keypoints, System 2 not run), else from ``proprio``, ``actions``, ``keypoints``
                 and ``task_kind``; rows with NaN keypoints are left out of System 1's term. A
-                batch without ``images`` trains System 1 alone (``"keypoints"`` only).
+                batch without ``images`` trains System 1 alone, one with images but neither
+                ``actions`` nor ``s1_actions`` System 2 alone (``"keypoints"`` only). With
+                ``action_mode = "ee"``, ``action_poses`` / ``s1_action_poses`` float64 or float32
+                (B, H, 6) may give the targets' poses (:meth:`~vla_mpc.models.ee_actions.
+                EndEffectorActions.target_poses`), saving their forward kinematics.
 
         Returns:
-            (scalar loss, {"loss": ..., "action_loss": ...[, "z_rms", "keypoint_loss",
+            (scalar loss, {"loss": ...[, "action_loss", "z_rms", "keypoint_loss",
             "task_loss"]}). Flow: MSE of the velocity ``a - eps``; ddim: MSE of the v-prediction;
             both in normalised action units; plus ``keypoint_weight`` x the keypoint MSE in
             normalised keypoint units; plus the task head's cross-entropy [nats].
@@ -462,28 +476,36 @@ class DualSystemPolicy(nn.Module):
             z, z_scene = z_all[:b], z_all[b:]
         elif frames:
             z = self.encode(batch["images"], batch["text_emb"], augment=self.training)
-        if c.system1_condition == "keypoints":
+        system1 = not (c.system1_condition == "keypoints" and frames and batch.get("s1_actions") is None
+                       and batch.get("actions") is None)  # else System 2 alone (train policy --system2-only)
+        if not system1:
+            loss, info = torch.zeros(()), {}
+        elif c.system1_condition == "keypoints":
             pre = "s1_" if batch.get("s1_proprio") is not None else ""
             missing = [pre + k for k in ("keypoints", "task_kind") if batch.get(pre + k) is None]
             if missing:
                 raise ValueError(f"system1_condition 'keypoints' trains System 1 on the batch's {missing}")
             proprio, actions = batch[pre + "proprio"].float(), batch[pre + "actions"].float()
             kp, kind = batch[pre + "keypoints"].float(), batch[pre + "task_kind"]
+            poses = batch.get(pre + "action_poses")
             rows = torch.isfinite(kp).flatten(1).all(dim=1)
             if not bool(rows.any()):
                 raise ValueError("no System 1 row of the batch has finite keypoints")
             if not bool(rows.all()):
                 proprio, actions, kp, kind = proprio[rows], actions[rows], kp[rows], kind[rows]
+                poses = None if poses is None else poses[rows]
             z_in, p = self.system1_input(proprio.new_zeros((proprio.shape[0], 0, c.latent_dim)), proprio, kp, kind)
         else:
             proprio, actions = batch["proprio"].float(), batch["actions"].float()
+            poses = batch.get("action_poses")
             z_in, p = self.system1_input(z, proprio)
-        a = self.normalize_actions(actions, proprio)
-        if c.sampler == "flow":
-            loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z_in, p), a)
-        else:
-            loss = diffusion_loss(lambda xt, t: self.system1(xt, t, z_in, p), a, self.alpha_bar)
-        info = {"action_loss": float(loss.detach())}
+        if system1:
+            a = self.normalize_actions(actions, proprio, poses)
+            if c.sampler == "flow":
+                loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z_in, p), a)
+            else:
+                loss = diffusion_loss(lambda xt, t: self.system1(xt, t, z_in, p), a, self.alpha_bar)
+            info = {"action_loss": float(loss.detach())}
         if z is None:  # System 1 alone
             info["loss"] = info["action_loss"]
             return loss, info

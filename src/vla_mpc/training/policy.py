@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,8 +35,8 @@ from vla_mpc.models.policy import (
     delta_action_stats,
 )
 
-__all__ = ["make_policy_batch", "make_system1_batch", "rows_starting_at_their_state", "task_kind_indices",
-           "perturb_proprio", "build_policy", "with_new_system1", "parse_args", "main"]
+__all__ = ["make_policy_batch", "make_system1_batch", "action_pose_table", "rows_starting_at_their_state",
+           "task_kind_indices", "perturb_proprio", "build_policy", "with_new_system1", "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
 #: Per-axis std of the noise on System 1's training keypoints [m]: System 2 reads the keypoints of
@@ -124,6 +125,7 @@ def make_policy_batch(
     rows: np.ndarray | None = None,
     instructions: np.ndarray | None = None,
     task_kinds: np.ndarray | None = None,
+    action_poses: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """A random training batch (contract E).
 
@@ -138,12 +140,13 @@ def make_policy_batch(
             episode (lag 0 at an episode's first rows).
         rows / instructions: precomputed ``dataset.rows(split)`` and per-row instructions (speed).
         task_kinds: (N,) int64 per-row task kind indices (:func:`task_kind_indices`), or None.
+        action_poses: (N, H, 6) per-row target poses (:func:`action_pose_table`), or None.
 
     Returns:
         ``images`` uint8 (B, S, S, 3), ``text_emb`` float32 (B, [text_tokens,] 384), ``proprio`` float32 (B, 2A),
         ``actions`` float32 (B, H, A); when the dataset has keypoints also ``keypoints`` float32
         (B, 2, 3) [m] of the (older) frame's row, NaN where unknown; with ``task_kinds`` also
-        ``task_kind`` int64 (B,).
+        ``task_kind`` int64 (B,); with ``action_poses`` also ``action_poses`` float32 (B, H, 6).
 
     Raises:
         ValueError: an empty split or an instruction without an embedding.
@@ -167,12 +170,15 @@ def make_policy_batch(
         batch["keypoints"] = torch.from_numpy(np.asarray(dataset.keypoints[older], dtype=np.float32))
     if task_kinds is not None:
         batch["task_kind"] = torch.from_numpy(np.asarray(task_kinds[pick], dtype=np.int64))
+    if action_poses is not None:
+        batch["action_poses"] = torch.from_numpy(np.asarray(action_poses[pick], dtype=np.float32))
     return batch
 
 
 def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: np.random.Generator,
                        batch_size: int, *, max_latent_lag: int = DEFAULT_MAX_LATENT_LAG,
-                       keypoint_noise: float = DEFAULT_KEYPOINT_NOISE) -> dict[str, torch.Tensor]:
+                       keypoint_noise: float = DEFAULT_KEYPOINT_NOISE,
+                       action_poses: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Rows for System 1 alone (``system1_condition = "keypoints"``): no frame is read.
 
     System 1 then sees the dataset's task keypoints as System 2 would give them at run time: from a
@@ -185,10 +191,12 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
         dataset: a contract-B dataset with ``keypoints``.
         rows: the rows to draw from (finite keypoints only).
         task_kinds: (N,) int64 per-row task kind indices.
+        action_poses: (N, H, 6) per-row target poses (:func:`action_pose_table`), or None.
 
     Returns:
         ``s1_proprio`` float32 (B, 2A), ``s1_actions`` float32 (B, H, A), ``s1_keypoints`` float32
-        (B, 2, 3) [m], ``s1_task_kind`` int64 (B,).
+        (B, 2, 3) [m], ``s1_task_kind`` int64 (B,); with ``action_poses`` also
+        ``s1_action_poses`` float32 (B, H, 6).
 
     Raises:
         ValueError: no rows, or a dataset without keypoints.
@@ -202,10 +210,43 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
         shared = rng.normal(0.0, keypoint_noise / np.sqrt(2.0), size=(batch_size, 1, 3))
         own = rng.normal(0.0, keypoint_noise / np.sqrt(2.0), size=kp.shape)
         kp = kp + (shared + own).astype(np.float32)
-    return {"s1_proprio": torch.from_numpy(np.asarray(dataset.proprio[pick], dtype=np.float32)),
-            "s1_actions": torch.from_numpy(np.asarray(dataset.actions[pick], dtype=np.float32)),
-            "s1_keypoints": torch.from_numpy(kp),
-            "s1_task_kind": torch.from_numpy(np.asarray(task_kinds[pick], dtype=np.int64))}
+    batch = {"s1_proprio": torch.from_numpy(np.asarray(dataset.proprio[pick], dtype=np.float32)),
+             "s1_actions": torch.from_numpy(np.asarray(dataset.actions[pick], dtype=np.float32)),
+             "s1_keypoints": torch.from_numpy(kp),
+             "s1_task_kind": torch.from_numpy(np.asarray(task_kinds[pick], dtype=np.int64))}
+    if action_poses is not None:
+        batch["s1_action_poses"] = torch.from_numpy(np.asarray(action_poses[pick], dtype=np.float32))
+    return batch
+
+
+def action_pose_table(ee, actions: np.ndarray, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+    """The end-effector poses of every target of the given rows' chunks, computed once.
+
+    ``action_mode = "ee"`` labels are the tool's motion from the measured position to each target
+    (:mod:`vla_mpc.models.ee_actions`). The targets' forward kinematics (H per row, ~15 µs each)
+    cost three quarters of a System 1 training step when done per batch (measured: 63 of 85 ms,
+    256 rows x 16 targets); it does not depend on the state noise training adds to the measured
+    positions, so it is a per-row constant.
+
+    Args:
+        ee: an :class:`~vla_mpc.models.ee_actions.EndEffectorActions`.
+        actions: (N, H, n) absolute joint targets [rad, m] (the dataset's ``actions``).
+        rows: indices of the rows to compute (others stay NaN).
+        block: rows per forward-kinematics call.
+
+    Returns:
+        (N, H, 6) float32: position [m] and rotation vector [rad] per target
+        (:meth:`~vla_mpc.models.ee_actions.EndEffectorActions.target_poses`), NaN outside ``rows``.
+
+    Raises:
+        ValueError: non-finite targets in ``rows``.
+    """
+    table = np.full((actions.shape[0], actions.shape[1], 6), np.nan, dtype=np.float32)
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    for i in range(0, len(rows), block):
+        idx = rows[i:i + block]
+        table[idx] = ee.target_poses(np.asarray(actions[idx], dtype=np.float64)).astype(np.float32)
+    return table
 
 
 def make_scene_batch(scenes: Sequence[Any], sizes: np.ndarray, text_emb: dict[str, np.ndarray],
@@ -365,6 +406,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="with --init of a '--system1-condition keypoints' checkpoint: train System 1 alone on the "
                          "datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a DAgger "
                          "round)")
+    ap.add_argument("--system2-only", action="store_true",
+                    help="with --system1-condition keypoints: train System 2 and its keypoint and task heads "
+                         "alone (System 1 untouched, no action rows); then --system1-only --init trains System 1, "
+                         "so the two stages share the time budget")
     ap.add_argument("--expert-width", type=int, default=None,
                     help="System 1's denoiser width (default: the PolicyConfig's, 256; with --system1-only --init "
                          "a fresh System 1 of this size on the checkpoint's System 2)")
@@ -424,11 +469,19 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                               keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
                               system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"], **sizes,
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
+    if opt["system1_only"] and opt["system2_only"]:
+        raise ValueError("--system1-only and --system2-only exclude each other")
     if opt["system1_only"]:
         if opt["init"] is None or not policy.config.task_head:
             raise ValueError("--system1-only needs --init of a policy trained with --system1-condition keypoints")
         for name, param in policy.named_parameters():
             param.requires_grad_(name.startswith("system1."))
+    if opt["system2_only"]:
+        if not policy.config.task_head:
+            raise ValueError("--system2-only needs --system1-condition keypoints (System 1 then reads only the "
+                             "heads' read-outs)")
+        for name, param in policy.named_parameters():
+            param.requires_grad_(not name.startswith("system1."))
     instructions = _instruction_of_rows(ds)
     scenes = [] if opt["system1_only"] else [SceneSet.load(p) for p in opt["scenes"]]
     for sc in scenes:
@@ -452,6 +505,16 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         if len(s1_rows["val"]) == 0:
             s1_rows["val"] = s1_rows["train"]
 
+    poses = None
+    if policy.ee_actions is not None and not opt["system2_only"]:  # once per row (action_pose_table)
+        used = [s1_rows[k] for k in ("train", "val")] if s1_rows is not None else []
+        if not opt["system1_only"]:
+            used += [rows["train"], rows["val"]]
+        t0 = time.monotonic()
+        poses = action_pose_table(policy.ee_actions, ds.actions, np.concatenate(used))
+        print(f"policy: target poses of {int(np.isfinite(poses[:, 0, 0]).sum())} rows in "
+              f"{time.monotonic() - t0:.1f} s", flush=True)
+
     scene_sizes = np.array([len(sc) for sc in scenes], dtype=np.int64)
     n_arm = 0
     if opt["proprio_noise"] > 0:  # the arm joints, from config/<robot>.yaml (ConfigError if it is missing)
@@ -463,18 +526,23 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         if opt["system1_only"]:
             batch = make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
                                        max_latent_lag=opt["max_latent_lag"],
-                                       keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0)
+                                       keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0,
+                                       action_poses=poses)
             if split == "train":
                 perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
             return batch
         batch = make_policy_batch(ds, text_emb, split, rng, batch_size, max_latent_lag=opt["max_latent_lag"],
-                                  rows=rows[split], instructions=instructions, task_kinds=row_kinds)
+                                  rows=rows[split], instructions=instructions, task_kinds=row_kinds,
+                                  action_poses=poses)
         if split == "train" and scenes and policy.config.keypoint_head:
             batch.update(make_scene_batch(scenes, scene_sizes, text_emb, rng, opt["scene_batch_size"], kind_of))
+        if opt["system2_only"]:  # frames, keypoints and task kinds only: the loss leaves System 1 out
+            return {k: v for k, v in batch.items() if k not in ("proprio", "actions", "action_poses")}
         if s1_rows is not None:  # validation: the same rows, without the keypoint noise
             batch.update(make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
                                             max_latent_lag=opt["max_latent_lag"],
-                                            keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0))
+                                            keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0,
+                                            action_poses=poses))
         if split == "train":
             perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
         return batch
@@ -485,7 +553,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
              "proprio_noise": opt["proprio_noise"], "max_start_gap": opt["max_start_gap"], "dropped_rows": dropped}
     if s1_rows is not None:
         extra.update(system1_batch_size=opt["system1_batch_size"], keypoint_noise=opt["keypoint_noise"],
-                     system1_only=bool(opt["system1_only"]))
+                     system1_only=bool(opt["system1_only"]), system2_only=bool(opt["system2_only"]))
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
                          lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])
     counts = policy.num_parameters()
