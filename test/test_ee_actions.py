@@ -234,3 +234,24 @@ def test_perturb_proprio_moves_only_the_arm_positions():
     before = p.clone()
     perturb_proprio(batch, np.random.default_rng(0), 0.0, 7)
     assert torch.equal(p, before)
+
+
+def test_limit_threads_sets_torch_and_blas_pools():
+    """The learned backend's nodes run torch and numpy's BLAS with the given thread count (System
+    1's per-step IK solves are 6 x 6: a multi-threaded BLAS pool only adds hand-offs)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from vla_mpc.models.learned import limit_threads
+
+    np.linalg.solve(np.eye(6), np.ones(6))  # numpy's BLAS is loaded
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the BLAS pools on exit
+        try:
+            got = limit_threads(1)
+            assert got == {"torch": 1, "blas": 1}
+            assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
+        finally:
+            torch.set_num_threads(before)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            limit_threads(bad)

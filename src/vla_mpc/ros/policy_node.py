@@ -14,8 +14,9 @@ is not an executor callback):
   submits the chunk to a :class:`~vla_mpc.core.chunking.ChunkStreamer` (publishes
   ``/vla_mpc/action_chunk``);
   (the system2 and system1 threads run ``inference_niceness`` steps nicer than the control thread,
-  so on a loaded CPU the scheduler serves the control loop first; torch runs ``torch_threads``
-  intra-op threads, 1 by default: the two inference threads then use the two cores in parallel);
+  so on a loaded CPU the scheduler serves the control loop first; torch and the BLAS libraries
+  run ``torch_threads`` threads, 1 by default (:func:`~vla_mpc.models.learned.limit_threads`): the
+  two inference threads then use the two cores in parallel);
 * ``control`` thread (role both | system1): at ``control_rate_hz`` on an absolute schedule samples the
   streamer and publishes ``/vla_mpc/joint_command``; holds (the last commanded, else the last
   measured position) when :func:`~vla_mpc.core.chunking.hold_reason` says an input is stale.
@@ -198,7 +199,7 @@ class PolicyNode(LifecycleNode):
         d("robot_config", "panda", "Robot name (config/<name>.yaml) or config path.", read_only=True)
         d("backend", "scripted", f"Policy backend: {'|'.join(BACKENDS)} (scripted = privileged sim poses).", read_only=True)
         d("checkpoint", "", "learned backend: policy checkpoint directory (absolute, or relative to the package share dir).", read_only=True)
-        d("torch_threads", 1, "learned backend: torch intra-op threads (System 2 and System 1 run in parallel threads).", read_only=True, min_value=1, max_value=64)
+        d("torch_threads", 1, "learned backend: torch intra-op and BLAS threads (System 2 and System 1 run in parallel threads).", read_only=True, min_value=1, max_value=64)
         d("scripted_noise_std", 0.0, "scripted backend: std of the smooth random perturbation added to chunks [rad, m].", read_only=True, min_value=0.0, max_value=1.0)
         d("scripted_random_actions", False, "scripted backend: random chunks inside the joint limits (world-model data).", read_only=True)
         d("role", "both", "both | system2 | system1: which systems this process runs.", read_only=True)
@@ -253,6 +254,7 @@ class PolicyNode(LifecycleNode):
         self._last_error = ""
         self._tick_times: list[float] = []
         self._infer_latency = 0.0
+        self._threads: dict[str, int] = {}  # limit_threads() of the learned backend
         self._diverged_since: float | None = None  # monotonic time the command left max_tracking_error
         self._reanchors = 0
 
@@ -265,9 +267,9 @@ class PolicyNode(LifecycleNode):
             if p("interpolation") not in ("linear", "cubic"):
                 raise ValueError(f"interpolation must be linear or cubic, got {p('interpolation')!r}")
             if p("backend") == "learned":
-                import torch
+                from vla_mpc.models.learned import limit_threads
 
-                torch.set_num_threads(p("torch_threads"))
+                self._threads = limit_threads(p("torch_threads"))  # torch and BLAS (System 1's IK)
             self.spec, self.system2, self._s1_factory = load_backends(
                 p("backend"), p("robot_config"), p("chunk_size"), p("chunk_dt"), p("speed_scale"),
                 checkpoint=p("checkpoint"), scripted_noise_std=p("scripted_noise_std"),
@@ -600,6 +602,7 @@ class PolicyNode(LifecycleNode):
             KeyValue(key="system2", value=self._status2),
             KeyValue(key="system1", value=self._status1),
             KeyValue(key="inference_latency_ms", value=f"{self._infer_latency * 1e3:.2f}"),
+            KeyValue(key="threads", value=json.dumps(self._threads)),
             KeyValue(key="control_gap_p99_ms", value=f"{np.percentile(ticks, 99) * 1e3:.2f}" if ticks.size else "n/a"),
             KeyValue(key="reanchors", value=str(self._reanchors)),
             KeyValue(key="last_error", value=self._last_error),
