@@ -150,7 +150,7 @@ def format_summary(summary: BagSummary, meta: dict[str, Any]) -> str:
 
 DEFAULT_KIND = "pick_place"
 #: The default task when the demo runs the shipped learned policy: the one it solves (README,
-#: "Measured": reach 9-10/10 unseen seeds; push and pick_place are not there yet).
+#: "Measured": reach 41/50 unseen seeds without ROS; push and pick_place are not there yet).
 DEFAULT_LEARNED_KIND = "reach"
 DEFAULT_SEED = 100_000  # vla_mpc.sim.tasks.EVAL_SEED_OFFSET: a layout never used for training
 

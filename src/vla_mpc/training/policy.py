@@ -471,17 +471,14 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     if opt["system1_only"] and opt["system2_only"]:
         raise ValueError("--system1-only and --system2-only exclude each other")
-    if opt["system1_only"]:
-        if opt["init"] is None or not policy.config.task_head:
-            raise ValueError("--system1-only needs --init of a policy trained with --system1-condition keypoints")
+    if opt["system1_only"] and (opt["init"] is None or not policy.config.task_head):
+        raise ValueError("--system1-only needs --init of a policy trained with --system1-condition keypoints")
+    if opt["system2_only"] and not policy.config.task_head:
+        raise ValueError("--system2-only needs --system1-condition keypoints (System 1 then reads only the "
+                         "heads' read-outs)")
+    if opt["system1_only"] or opt["system2_only"]:  # train one system, freeze the other
         for name, param in policy.named_parameters():
-            param.requires_grad_(name.startswith("system1."))
-    if opt["system2_only"]:
-        if not policy.config.task_head:
-            raise ValueError("--system2-only needs --system1-condition keypoints (System 1 then reads only the "
-                             "heads' read-outs)")
-        for name, param in policy.named_parameters():
-            param.requires_grad_(not name.startswith("system1."))
+            param.requires_grad_(name.startswith("system1.") == bool(opt["system1_only"]))
     instructions = _instruction_of_rows(ds)
     scenes = [] if opt["system1_only"] else [SceneSet.load(p) for p in opt["scenes"]]
     for sc in scenes:
