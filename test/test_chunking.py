@@ -49,7 +49,7 @@ def _stream_with_switch(blend_steps: int, mismatch: float, interpolation: str = 
     return times, np.array(out), v, int(round(t_switch / CTRL_DT))
 
 
-@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+@pytest.mark.parametrize("interpolation", ["linear", "cubic", "pchip"])
 def test_interpolation_exact_on_linear_chunks_and_holds_outside(interpolation):
     rng = np.random.default_rng(0)
     p0, v = rng.normal(size=3), rng.normal(size=3)
@@ -75,6 +75,58 @@ def test_cubic_interpolation_exact_on_cubic_interior():
     np.testing.assert_allclose(s.sample_many(t)[:, 0], 1.0 + 2.0 * t - 3.0 * t**2, atol=1e-12)
 
 
+def test_pchip_matches_scipy_and_stays_between_knots_where_catmull_rom_overshoots():
+    """An open gripper held at its limit (0.04 m) after closing: the monotone cubic never leaves the
+    knots' range, Catmull-Rom passes the limit (the overshoot the safety monitor counts as cost)."""
+    from scipy.interpolate import PchipInterpolator
+
+    values = np.array([0.0, 0.02, 0.04, 0.04, 0.04, 0.03, 0.035, 0.01])[:, None]
+    tk = DT * np.arange(len(values))
+    t = np.linspace(0.0, tk[-1], 701)
+    out = {}
+    for interpolation in ("cubic", "pchip"):
+        s = ChunkStreamer(ChunkStreamerConfig(1, DT, interpolation=interpolation))
+        s.submit(values, 0.0)
+        out[interpolation] = s.sample_many(t)[:, 0]
+    np.testing.assert_allclose(out["pchip"], PchipInterpolator(tk, values[:, 0])(t), atol=1e-12)
+    assert out["pchip"].max() <= 0.04 + 1e-15 and out["pchip"].min() >= 0.0
+    assert out["cubic"].max() > 0.0401  # Catmull-Rom overshoots the held limit
+    # Between every pair of knots the monotone cubic stays inside them.
+    for a, b, lo_t, hi_t in zip(values[:-1, 0], values[1:, 0], tk[:-1], tk[1:]):
+        seg = out["pchip"][(t >= lo_t) & (t <= hi_t)]
+        assert seg.min() >= min(a, b) - 1e-15 and seg.max() <= max(a, b) + 1e-15
+
+
+def test_pchip_keeps_velocity_continuous_at_knots_where_linear_steps_it():
+    """Noisy chunk steps: linear interpolation changes the velocity at each knot within one control
+    period (an acceleration spike of dv / CTRL_DT), the monotone cubic does not."""
+    rng = np.random.default_rng(3)
+    values = np.cumsum(rng.normal(0.01, 0.01, size=(16, 2)), axis=0)
+    t = np.arange(0.0, 15 * DT, CTRL_DT / 4)
+    accel = {}
+    for interpolation in ("linear", "pchip"):
+        s = ChunkStreamer(ChunkStreamerConfig(2, DT, interpolation=interpolation))
+        s.submit(values, 0.0)
+        q = s.sample_many(t)
+        accel[interpolation] = np.abs(np.diff(q, 2, axis=0)).max() / (CTRL_DT / 4) ** 2
+    assert accel["pchip"] < 0.25 * accel["linear"], accel
+
+
+def test_rtc_prefix_spans_the_remaining_overlap():
+    s = ChunkStreamer(ChunkStreamerConfig(1, DT))
+    assert s.rtc_prefix(0.0, 16) is None  # nothing executing
+    chunk = np.arange(16, dtype=float)[:, None]
+    s.submit(chunk, 0.0)
+    # From 0.3 s the executing chunk has steps 6..15 left: 10 steps, the same values.
+    np.testing.assert_allclose(s.rtc_prefix(0.3, 16), chunk[6:], atol=1e-12)
+    assert s.rtc_prefix(0.3, 4).shape == (4, 1)  # at most max_steps
+    assert s.rtc_prefix(5.0, 16).shape == (2, 1)  # past the end: min_steps of the held last step
+    s.hold(np.array([7.0]), 1.0)
+    np.testing.assert_allclose(s.rtc_prefix(1.1, 16), [[7.0], [7.0]])  # holding: the held target
+    with pytest.raises(ValueError):
+        s.rtc_prefix(0.0, 1, min_steps=2)
+
+
 @given(
     p0=st.lists(st.floats(-3, 3), min_size=2, max_size=2),
     v=st.lists(st.floats(-2, 2), min_size=2, max_size=2),
@@ -90,7 +142,7 @@ def test_interpolation_property(p0, v, t_start, u):
     np.testing.assert_allclose(s.sample(t), p0 + v * (t - t_start), atol=1e-9)
 
 
-@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+@pytest.mark.parametrize("interpolation", ["linear", "cubic", "pchip"])
 def test_blending_is_continuous_at_the_boundary(interpolation):
     mismatch = 0.05  # rad between what chunk A and chunk B predict for the same time
     blend_steps = 4
@@ -110,7 +162,7 @@ def test_blending_is_continuous_at_the_boundary(interpolation):
     assert np.abs(np.diff(naive, axis=0))[k - 1].max() >= mismatch
 
 
-@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+@pytest.mark.parametrize("interpolation", ["linear", "cubic", "pchip"])
 def test_blending_has_lower_jerk_than_naive_switching(interpolation):
     _, blended, _, _ = _stream_with_switch(4, 0.05, interpolation)
     _, naive, _, _ = _stream_with_switch(0, 0.05, interpolation)

@@ -348,3 +348,31 @@ def test_learned_backend_holds_without_an_instruction(start_node, ros_node, tmp_
     np.testing.assert_allclose(held, np.broadcast_to(held[0], held.shape), atol=1e-12)  # holding
     world.instr_pub.publish(String(data="pick up the red cube"))
     assert ros_node.spin_until(lambda: len(world.latents) > 0 and len(world.chunks) > 0, 10.0), node.log()[-3000:]
+
+
+
+def test_loop_hands_each_tick_its_scheduled_time_despite_jitter():
+    """The control step samples the chunk stream at the tick's scheduled time, so each command
+    carries exactly one period of motion however late the thread wakes (the safety monitor limits
+    acceleration per command: a tick 2 ms late at 1 rad/s would look like 20 rad/s^2)."""
+    from vla_mpc.ros.policy_node import _Loop
+
+    rng = np.random.default_rng(0)
+    scheduled: list[float] = []
+    woke: list[float] = []
+    errors: list[str] = []
+
+    def body(t: float) -> None:
+        woke.append(time.monotonic())
+        scheduled.append(t)
+        time.sleep(float(rng.uniform(0.0, 0.015)))  # work of varying length: some run past the next tick
+
+    loop = _Loop("test", 0.01, body, errors.append)
+    loop.start()
+    time.sleep(0.5)
+    loop.stop()
+    assert not errors and len(scheduled) > 20
+    gaps = np.diff(scheduled)
+    np.testing.assert_allclose(gaps, 0.01, atol=1e-9)  # the schedule: exactly one period apart
+    assert np.all(np.asarray(woke) >= np.asarray(scheduled) - 1e-4)  # never handed a future time
+    assert (np.asarray(woke) - np.asarray(scheduled)).max() > 0.003  # while some ticks ran late

@@ -138,6 +138,72 @@ def test_system2_gets_rendered_frames_and_system1_velocities(panda) -> None:
     assert max(np.abs(v).max() for v in seen_velocity) > 0.05  # the arm's measured motion, not zeros
 
 
+class _JumpySystem1:
+    """The expert's chunks with every other step of panda_joint1 moved 0.1 rad: a velocity reversal
+    every 0.05 s, far past the acceleration limits. Records the prefixes it is handed."""
+
+    def __init__(self, s1) -> None:
+        self.s1, self.chunk_size, self.dt = s1, s1.chunk_size, s1.dt
+        self.prefix_lengths: list[int] = []
+
+    def reset(self) -> None:
+        self.s1.reset()
+
+    def infer(self, z, proprio, prefix=None, velocity=None):
+        self.prefix_lengths.append(0 if prefix is None else len(prefix))
+        chunk = self.s1.infer(z, proprio, prefix, velocity=velocity).copy()
+        chunk[1::2, 0] += 0.1
+        return chunk
+
+
+def _sent_targets(sim, episode, s2, s1, config):
+    """Run one episode and return the (T, n) targets the loop sent to the sim (after its reset)."""
+    sent = []
+    original, original_reset = sim.set_position_target, sim.reset
+    sim.set_position_target = lambda q: (sent.append(np.array(q, dtype=float)), original(q))[1]
+    sim.reset = lambda **kw: (original_reset(**kw), sent.clear())[0]
+    try:
+        res = run_episode(sim, episode, s2, s1, config)
+    finally:
+        sim.set_position_target, sim.reset = original, original_reset
+    return res, np.array(sent)
+
+
+def test_safety_filter_in_the_loop_limits_what_reaches_the_sim(panda) -> None:
+    from vla_mpc.core.safety import SafetyLimits
+
+    sim, s2, s1 = panda
+    jumpy = _JumpySystem1(s1)
+    episode = sample_episode("panda", "reach", EVAL_SEED_OFFSET + 3)
+    limits = SafetyLimits.from_spec(sim.spec)
+    dt = 1.0 / RolloutConfig.control_rate_hz
+    res_raw, raw = _sent_targets(sim, episode, s2, jumpy, RolloutConfig(timeout_s=2.0))
+    jumpy = _JumpySystem1(s1)
+    res, filtered = _sent_targets(sim, episode, s2, jumpy, RolloutConfig(timeout_s=2.0, safety_filter=True))
+    assert res_raw.extra == {}  # no filter, no safety figures
+    accel = lambda q: np.abs(np.diff(q[:, 0], 2)).max() / dt**2  # noqa: E731
+    assert accel(raw) > 2.0 * limits.acceleration[0]  # the test's commands do violate the limit
+    assert accel(filtered) <= limits.acceleration[0] * (1.0 + 1e-6)
+    assert np.all(np.abs(np.diff(filtered, axis=0)) / dt <= limits.velocity * (1.0 + 1e-6))
+    assert res.extra["safety_interventions"].get("acceleration", 0) > 0
+    assert res.extra["cc"] == 0.0  # acceleration clamps are not a cost kind
+    # Real-time chunking as in the policy node: after the first chunk, the prefix spans the rest
+    # of the executing chunk (16 steps, a chunk every 0.3 s: 9-10 left), not just 2 steps.
+    assert jumpy.prefix_lengths[0] == 0 and min(jumpy.prefix_lengths[1:]) >= 9
+
+
+def test_expert_passes_the_safety_filter_without_cost(panda) -> None:
+    sim, s2, s1 = panda
+    res = run_episode(sim, sample_episode("panda", "pick_place", EVAL_SEED_OFFSET + 7), s2, s1,
+                      RolloutConfig(safety_filter=True))
+    assert res.success and res.extra["cc"] == 0.0, (res.status, res.extra)
+
+
+def test_rollout_config_rejects_an_unknown_interpolation() -> None:
+    with pytest.raises(ValueError, match="interpolation"):
+        RolloutConfig(interpolation="spline")
+
+
 def test_cli_learned_checkpoint_errors(tmp_path, capsys) -> None:
     assert main(["--checkpoint", str(tmp_path / "missing"), "--kind", "reach", "--episodes", "1"]) == 2
     assert "missing" in capsys.readouterr().err

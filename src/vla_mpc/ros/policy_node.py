@@ -75,7 +75,10 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from vla_mpc.models.base import LATENT_LABELS
-from vla_mpc.core.chunking import ChunkStreamer, ChunkStreamerConfig, Freshness, HoldReason, hold_reason
+from vla_mpc.core.chunking import (
+    DEFAULT_CHUNK_RATE_HZ, DEFAULT_INTERPOLATION, INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig, Freshness,
+    HoldReason, hold_reason,
+)
 from vla_mpc.ros import conversions as cv
 from vla_mpc.ros.params import declare
 from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_SUB_QOS, STREAM_QOS
@@ -154,12 +157,13 @@ def load_backends(
 
 
 class _Loop(threading.Thread):
-    """Calls ``body()`` every ``period`` s on an absolute schedule until ``stop()``. A tick up to two
-    periods late runs at once (keeps the average rate when the OS delays the thread); further
-    behind, the missed ticks are dropped, not bunched. Exceptions are reported through
-    ``on_error`` and the loop goes on."""
+    """Calls ``body(scheduled)`` every ``period`` s on an absolute ``time.monotonic()`` schedule
+    until ``stop()``; ``scheduled`` is the tick's time on the schedule, not the moment the thread
+    woke. A tick up to two periods late runs at once (keeps the average rate when the OS delays the
+    thread); further behind, the missed ticks are dropped, not bunched. Exceptions are reported
+    through ``on_error`` and the loop goes on."""
 
-    def __init__(self, name: str, period: float, body: Callable[[], None], on_error: Callable[[str], None],
+    def __init__(self, name: str, period: float, body: Callable[[float], None], on_error: Callable[[str], None],
                  niceness: int = 0):
         super().__init__(name=name, daemon=True)
         self.period, self.body, self.on_error, self.niceness = period, body, on_error, niceness
@@ -174,15 +178,17 @@ class _Loop(threading.Thread):
                 pass
         next_t = time.monotonic()
         while not self._halt.is_set():
+            now = time.monotonic()
+            if now - next_t > 2.0 * self.period:  # far behind: drop the missed ticks
+                next_t = now - ((now - next_t) % self.period)
             try:
-                self.body()
+                self.body(next_t)
             except Exception as exc:  # noqa: BLE001 - a backend error must not kill the loop
                 self.on_error(f"{self.name}: {type(exc).__name__}: {exc}")
             next_t += self.period
-            now = time.monotonic()
-            if now - next_t > 2.0 * self.period:  # far behind: drop the missed ticks
-                next_t = now + self.period - ((now - next_t) % self.period)
-            self._halt.wait(next_t - now) if next_t - now > 0.002 else time.sleep(max(0.0, next_t - now))
+            wait = next_t - time.monotonic()
+            if wait > 0.0:
+                self._halt.wait(wait) if wait > 0.002 else time.sleep(wait)
 
     def stop(self) -> None:
         self._halt.set()
@@ -206,11 +212,12 @@ class PolicyNode(LifecycleNode):
         self.autostart = d("autostart", False, "Configure and activate at start-up (else wait for lifecycle transitions).", read_only=True)
         d("control_rate_hz", 100.0, "Joint command rate [Hz].", read_only=True, min_value=1.0, max_value=1000.0)
         d("latent_rate_hz", 2.0, "System 2 rate [Hz].", read_only=True, min_value=0.05, max_value=50.0)
-        d("chunk_rate_hz", 10.0, "System 1 chunk inference rate [Hz].", read_only=True, min_value=0.1, max_value=200.0)
+        d("chunk_rate_hz", DEFAULT_CHUNK_RATE_HZ, "System 1 chunk inference rate [Hz]: a new chunk every "
+          "1 / chunk_rate_hz s (default 0.3 s, 6 of 16 steps executed).", read_only=True, min_value=0.1, max_value=200.0)
         d("chunk_size", 16, "Steps per action chunk.", read_only=True, min_value=2, max_value=1024)
         d("chunk_dt", 0.05, "Time between chunk steps [s].", read_only=True, min_value=0.001, max_value=1.0)
         d("blend_steps", 4, "Chunk steps cross-faded when a new chunk joins (0 = naive switching).", read_only=True, min_value=0, max_value=1024)
-        d("interpolation", "linear", "Between chunk steps: linear | cubic.", read_only=True)
+        d("interpolation", DEFAULT_INTERPOLATION, f"Between chunk steps: {' | '.join(INTERPOLATIONS)}.", read_only=True)
         d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
         d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
         d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
@@ -264,8 +271,8 @@ class PolicyNode(LifecycleNode):
             self.role = p("role")
             if self.role not in ROLES:
                 raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-            if p("interpolation") not in ("linear", "cubic"):
-                raise ValueError(f"interpolation must be linear or cubic, got {p('interpolation')!r}")
+            if p("interpolation") not in INTERPOLATIONS:
+                raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {p('interpolation')!r}")
             if p("backend") == "learned":
                 from vla_mpc.models.learned import limit_threads
 
@@ -454,7 +461,7 @@ class PolicyNode(LifecycleNode):
             self._z, self._z_time = z, time.monotonic()
 
     # --------------------------------------------------------------------------- the loops
-    def _system2_step(self) -> None:
+    def _system2_step(self, _scheduled: float | None = None) -> None:
         now = time.monotonic()
         images_fresh = self._image_time is not None and now - self._image_time <= self.freshness.max_image_age_s
         if self.freshness.require_camera and not images_fresh:
@@ -492,7 +499,7 @@ class PolicyNode(LifecycleNode):
             z_time = self._z_time
         return hold_reason(self.freshness, now, z_time, self._q_time, self._image_time)
 
-    def _system1_step(self) -> None:
+    def _system1_step(self, _scheduled: float | None = None) -> None:
         now = time.monotonic()
         if self._inputs_hold_reason(now) is not None:
             return
@@ -502,15 +509,9 @@ class PolicyNode(LifecycleNode):
             return
         system1 = self.system1
         # The chunk starts where the executing trajectory will be once inference is done.
-        dt = self.streamer.config.dt
         t_start = now + max(self._infer_latency * 1.5, 2.0 * self._control_period)
-        prefix = None
-        if not self.streamer.empty and not self.streamer.holding:
-            # Real-time chunking: the executing trajectory over the new chunk's overlap (>= 2 steps).
-            overlap = int(np.clip(math.floor((self.streamer.end_time() - t_start) / dt) + 1, 2, system1.chunk_size))
-            prefix = self.streamer.committed(t_start, overlap)
-        elif not self.streamer.empty:
-            prefix = self.streamer.committed(t_start, 2)  # holding: start from the held target
+        # Real-time chunking: the executing trajectory over the new chunk's overlap (held: the target).
+        prefix = self.streamer.rtc_prefix(t_start, system1.chunk_size)
         t0 = time.monotonic()
         chunk = system1.infer(z, q, prefix, qd)
         done = time.monotonic()
@@ -524,9 +525,17 @@ class PolicyNode(LifecycleNode):
         times = self.streamer.config.dt * np.arange(chunk.shape[0])
         self.chunk_pub.publish(cv.trajectory_msg(self.names, chunk, times, stamp=max(0.0, stamp_ros)))
 
-    def _control_step(self) -> None:
+    def _control_step(self, scheduled: float | None = None) -> None:
+        """One control tick: sample the stream at the tick's *scheduled* time (default now).
+
+        Each command then carries exactly one control period of motion whatever the thread's
+        wake-up jitter, which is what the safety monitor assumes (it limits velocity and
+        acceleration per command over ``1 / rate_hz``): sampled at the wake-up time, a tick 2 ms
+        late at 1 rad/s looks like 20 rad/s^2 to it.
+        """
         gen = self._episode_gen
-        now = time.monotonic()
+        wake = time.monotonic()
+        now = wake if scheduled is None else min(wake, scheduled)
         reason = self._inputs_hold_reason(now)
         if reason is None and (self.streamer.empty or self.streamer.holding):
             reason = HoldReason.NO_CHUNK  # inputs fresh again; System 1 has not submitted yet
@@ -553,7 +562,7 @@ class PolicyNode(LifecycleNode):
             target = self.streamer.sample(now)
         self._last_command = target
         self.command_pub.publish(cv.joint_state_msg(self.names, target, stamp=self.get_clock().now().to_msg()))
-        self._tick_times.append(now)
+        self._tick_times.append(wake)  # diagnostics: the thread's real tick periods
         if len(self._tick_times) > 2000:
             del self._tick_times[:1000]
 

@@ -31,7 +31,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vla_mpc.core.chunking import ChunkStreamer, ChunkStreamerConfig
+from vla_mpc.core.chunking import (
+    DEFAULT_CHUNK_RATE_HZ, DEFAULT_INTERPOLATION, INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig,
+)
 from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, EpisodeSpec, bind_origin, sample_episode, task_keypoints
 
 #: Default episode time limits [s of sim time] per task kind.
@@ -48,6 +50,9 @@ class RolloutConfig:
         latent_rate_hz: System 2 inferences [Hz], > 0.
         success_rate_hz: task predicate checks [Hz], > 0.
         blend_steps: chunk cross-fade steps (ChunkStreamerConfig).
+        interpolation: between chunk steps (ChunkStreamerConfig: linear | cubic | pchip).
+        safety_filter: pass every target through the robot's :class:`~vla_mpc.core.safety.SafetyFilter`
+            (the safety monitor's rules at ``control_rate_hz``, as in the graph) before the sim.
         timeout_s: episode time limit [s]; None: ``DEFAULT_TIMEOUTS_S[kind]``.
         stop_on_success: end at the first successful check; else run until the expert is done
             (phase ``done``) and ``settle_s`` more, or the time limit.
@@ -55,10 +60,12 @@ class RolloutConfig:
     """
 
     control_rate_hz: float = 100.0
-    chunk_rate_hz: float = 10.0
+    chunk_rate_hz: float = DEFAULT_CHUNK_RATE_HZ
     latent_rate_hz: float = 2.0
     success_rate_hz: float = 10.0
     blend_steps: int = 4
+    interpolation: str = DEFAULT_INTERPOLATION
+    safety_filter: bool = False
     timeout_s: float | None = None
     stop_on_success: bool = True
     settle_s: float = 0.5
@@ -68,6 +75,8 @@ class RolloutConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0.0):
                 raise ValueError(f"{name} must be finite and > 0 Hz, got {v!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0 s or None, got {self.timeout_s!r}")
         if not (math.isfinite(self.settle_s) and self.settle_s >= 0.0):
@@ -154,14 +163,23 @@ def run_episode(
     system1.reset()
     task = episode.task
     n = len(sim.joint_names)
-    streamer = ChunkStreamer(ChunkStreamerConfig(action_dim=n, dt=system1.dt, blend_steps=cfg.blend_steps))
+    streamer = ChunkStreamer(ChunkStreamerConfig(action_dim=n, dt=system1.dt, blend_steps=cfg.blend_steps,
+                                                 interpolation=cfg.interpolation))
     dt = 1.0 / cfg.control_rate_hz
+    safety = None
+    if cfg.safety_filter:
+        from vla_mpc.core.safety import SafetyFilter
+
+        safety = SafetyFilter.from_spec(sim.spec, dt)
+        safety.reset(sim.joint_state()[1][:n])
     timeout = cfg.timeout_s if cfg.timeout_s is not None else DEFAULT_TIMEOUTS_S[episode.kind]
     every_chunk = max(1, round(cfg.control_rate_hz / cfg.chunk_rate_hz))
     every_latent = max(1, round(cfg.control_rate_hz / cfg.latent_rate_hz))
     every_check = max(1, round(cfg.control_rate_hz / cfg.success_rate_hz))
     every_frame = None if render_every_s is None else max(1, round(render_every_s * cfg.control_rate_hz))
     frames, frame_times = [], []
+    safety_counts: dict[str, int] = {}
+    safety_cost = 0.0
     z = None
     t_success: float | None = None
     done_at: float | None = None
@@ -194,10 +212,18 @@ def run_episode(
             z = system2.infer(images, episode.instruction, objects)
         if k % every_chunk == 0 and z is not None:
             t_start = t + dt
-            prefix = None if streamer.empty else streamer.committed(t_start, 2)
+            prefix = streamer.rtc_prefix(t_start, system1.chunk_size)  # as the policy node does
             chunk = system1.infer(z, q, prefix, velocity=v)
             streamer.submit(chunk, t_start, t_now=t)
         target = streamer.sample(t + dt, default=q)
+        if safety is not None:
+            safety.observe_joint_state(q, t)
+            target, verdict = safety.filter(safety.joint_names, target, t, q, now_s=t)
+            for kind in verdict.kinds:
+                safety_counts[kind] = safety_counts.get(kind, 0) + 1
+            safety_cost += safety.step_cost
+            if target is None:  # nothing to send (never for a fresh stream at 1 / dt): keep the last
+                target = safety.last_command
         sim.set_position_target(target)
         sim.step(dt)
     if every_frame is not None and (not frame_times or frame_times[-1] < sim.time - t0):
@@ -213,6 +239,7 @@ def run_episode(
         status=str(getattr(system1, "status", "")),
         frames=np.stack(frames) if frames else None,
         frame_times=np.asarray(frame_times) if frame_times else None,
+        extra={"safety_interventions": safety_counts, "cc": safety_cost} if safety is not None else {},
     )
 
 
@@ -292,6 +319,8 @@ def _fill_success_rates(out: dict[str, Any], sr_key: str, sim: Any, robot: str, 
         out["time_to_success_s"][kind] = (round(float(np.mean([r.time_to_success_s for r in ok])), 3)
                                           if ok else None)
         out["failed_seeds"][kind] = [r.seed for r in results if not r.success]
+        if results and "cc" in results[0].extra:
+            out.setdefault("cc", {})[kind] = round(float(np.mean([r.extra["cc"] for r in results])), 3)
 
 
 class PrivilegedReadouts:
@@ -401,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None,
                     help="learned policy checkpoint (or training output) directory; default: the scripted expert")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for --checkpoint (default 2)")
+    ap.add_argument("--chunk-rate-hz", type=float, default=RolloutConfig.chunk_rate_hz,
+                    help=f"System 1 chunk rate [Hz] (default {RolloutConfig.chunk_rate_hz:g}, as the policy node)")
+    ap.add_argument("--interpolation", default=RolloutConfig.interpolation, choices=INTERPOLATIONS,
+                    help=f"between chunk steps (default {RolloutConfig.interpolation}, as the policy node)")
+    ap.add_argument("--safety-filter", action="store_true",
+                    help="pass the targets through the safety monitor's filter (as the graph does); adds 'cc' "
+                         "(mean safety cost per episode) to the output")
     ap.add_argument("--privileged-readouts", action="store_true",
                     help="with --checkpoint: System 1 gets the true task keypoints and kind instead of System 2's "
                          "(System 1's success rate with a perfect System 2)")
@@ -411,16 +447,21 @@ def main(argv: list[str] | None = None) -> int:
     bad = [k for k in kinds if k not in TASK_KINDS]
     if bad or args.episodes < 1:
         ap.error(f"unknown kinds {bad}" if bad else "--episodes must be >= 1")
+    try:
+        config = RolloutConfig(chunk_rate_hz=args.chunk_rate_hz, interpolation=args.interpolation,
+                               safety_filter=args.safety_filter)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.checkpoint is None:
         if args.privileged_readouts:
             ap.error("--privileged-readouts needs --checkpoint")
-        print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start)))
+        print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start, config)))
         return 0
     from vla_mpc.models.checkpoint import CheckpointError
 
     try:
         print(json.dumps(learned_success_rates(args.checkpoint, args.robot, kinds, args.episodes,
-                                               args.seed_start, threads=args.threads,
+                                               args.seed_start, config, threads=args.threads,
                                                privileged_readouts=args.privileged_readouts)))
     except (CheckpointError, ValueError) as exc:
         print(f"rollout: {exc}", file=sys.stderr)

@@ -22,7 +22,8 @@ labels to the data. Here, without ROS (:func:`vla_mpc.sim.rollout.run_episode`'s
   it, so a learner that passed 2 cm beside one was labelled "go back to it" for the rest of the
   episode, against the demonstrations' "go on" from the same states; System 1 then dithered
   between the two (session 6, README);
-* a row is written at each chunk (``chunk_rate_hz``, 10 Hz = the dataset's camera rate): the
+* a row is written at each chunk (:data:`ROW_RATE_HZ`, 10 Hz = the dataset's camera rate, the
+  executing chunk linearly interpolated, as when the demonstrations were collected): the
   ``front`` frame rendered at the sim node's 224 px and resized like the camera ingest, positions
   and velocities, the expert's chunk resampled to ``chunk_dt``, the task keypoints.
 
@@ -49,7 +50,11 @@ import numpy as np
 
 from vla_mpc.training.dataset import FORMAT, compute_stats
 
-__all__ = ["collect", "main"]
+__all__ = ["ROW_RATE_HZ", "collect", "main"]
+
+#: Rows (and expert chunks) per second of sim time [Hz]: the camera rate of the recorded
+#: demonstrations (``sim_robot.camera_rate_hz``), independent of the policy node's chunk rate.
+ROW_RATE_HZ = 10.0
 
 
 def _resample(chunk: np.ndarray, dt_in: float, dt_out: float, steps: int) -> np.ndarray:
@@ -218,7 +223,7 @@ def collect(checkpoint: str | Path | None, out: str | Path, robot: str = "panda"
         policy, learner2, make_s1 = load_learned_backends(checkpoint, spec.joint_names)
         learner1, driver = make_s1(), None
         camera = policy.config.cameras[0]
-    cfg = RolloutConfig(timeout_s=timeout_s)
+    cfg = RolloutConfig(chunk_rate_hz=ROW_RATE_HZ, interpolation="linear", timeout_s=timeout_s)
     sim = SimRobot(spec, cameras=(camera,), image_size=(render_size, render_size))
     system2 = _Latents(learner2, expert2, sim)
     system1 = _Relabel(learner1, expert1, system2, sim, camera, beta, np.random.default_rng(seed), image_size,
