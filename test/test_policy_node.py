@@ -96,6 +96,7 @@ def test_streams_at_control_rate_publishes_labelled_latent_and_holds_without_sta
     assert times.size >= 0.9 * rate * 3.0, f"{times.size} commands in 3 s at {rate} Hz"
     gaps = np.diff(times)
     assert np.percentile(gaps, 99) < 4.0 / rate, f"p99 gap {np.percentile(gaps, 99) * 1e3:.1f} ms"
+    assert "chunks 10 Hz, linear interpolation" in node.log()  # the scripted backend's execution defaults
 
     # Latent: labelled dims, valid scripted task for the red cube.
     z, labels = cv.float32_tensor_to_numpy(world.latents[-1])
@@ -243,6 +244,8 @@ def test_learned_backend_streams_from_a_checkpoint(start_node, ros_node, tmp_pat
                                                                     ("policy_keypoints", 1, "base_link")]
     got = [[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in markers]
     np.testing.assert_allclose(np.ravel(got), KEYPOINT_MEAN, atol=0.05)
+    # The learned backend's execution defaults (chunk_rate_hz 0 / interpolation auto in the params).
+    assert "chunks 3.33333 Hz, pchip interpolation" in node.log(), node.log()[-2000:]
     assert node.alive()
 
 

@@ -188,8 +188,8 @@ def test_safety_filter_in_the_loop_limits_what_reaches_the_sim(panda) -> None:
     assert res.extra["safety_interventions"].get("acceleration", 0) > 0
     assert res.extra["cc"] == 0.0  # acceleration clamps are not a cost kind
     # Real-time chunking as in the policy node: after the first chunk, the prefix spans the rest
-    # of the executing chunk (16 steps, a chunk every 0.3 s: 9-10 left), not just 2 steps.
-    assert jumpy.prefix_lengths[0] == 0 and min(jumpy.prefix_lengths[1:]) >= 9
+    # of the executing chunk (16 steps, a chunk every 0.1 s: 14-15 left), not just 2 steps.
+    assert jumpy.prefix_lengths[0] == 0 and min(jumpy.prefix_lengths[1:]) >= 13
 
 
 def test_expert_passes_the_safety_filter_without_cost(panda) -> None:
@@ -202,6 +202,20 @@ def test_expert_passes_the_safety_filter_without_cost(panda) -> None:
 def test_rollout_config_rejects_an_unknown_interpolation() -> None:
     with pytest.raises(ValueError, match="interpolation"):
         RolloutConfig(interpolation="spline")
+
+
+def test_learned_rollouts_use_the_learned_backends_chunk_rate() -> None:
+    """The ROS-free loop picks the chunk rate and interpolation the policy node picks per backend."""
+    from vla_mpc.core.chunking import execution_defaults
+    from vla_mpc.sim.rollout import learned_config
+
+    assert (RolloutConfig().chunk_rate_hz, RolloutConfig().interpolation) == execution_defaults("scripted")
+    cfg = learned_config(safety_filter=True)
+    assert (cfg.chunk_rate_hz, cfg.interpolation) == execution_defaults("learned") == (10.0 / 3.0, "pchip")
+    assert cfg.safety_filter
+    assert learned_config(chunk_rate_hz=5.0).chunk_rate_hz == 5.0
+    with pytest.raises(ValueError, match="backend"):
+        execution_defaults("oracle")
 
 
 def test_cli_learned_checkpoint_errors(tmp_path, capsys) -> None:

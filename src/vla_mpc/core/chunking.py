@@ -46,8 +46,7 @@ import numpy as np
 
 __all__ = [
     "BLEND_WEIGHTS",
-    "DEFAULT_CHUNK_RATE_HZ",
-    "DEFAULT_INTERPOLATION",
+    "EXECUTION_DEFAULTS",
     "INTERPOLATIONS",
     "ChunkStreamerConfig",
     "ChunkStreamer",
@@ -55,6 +54,7 @@ __all__ = [
     "HoldReason",
     "hold_reason",
     "blend_weight",
+    "execution_defaults",
     "finite_difference",
     "max_jerk",
     "sample_stream",
@@ -62,21 +62,35 @@ __all__ = [
 
 INTERPOLATIONS = ("linear", "cubic", "pchip")
 
-#: Default System 1 chunk rate of the policy node and the ROS-free rollout [Hz]: a new chunk every
-#: 0.3 s, so 6 of a 16-step, 0.05 s chunk execute before the next joins (ACT's and Diffusion
-#: Policy's "n_action_steps"). Measured on the shipped Franka policy, reach, 15 unseen seeds,
-#: ROS-free with the safety filter (session 9; README "Chunk rate"): 10/15 at 10 Hz, 12-13/15 at
-#: 5 Hz, 15/15 at 3.33 Hz, 14/15 at 2.5 Hz. At 10 Hz every chunk's first free step disagrees with
-#: the committed prefix it inpaints (median 0.06 rad, ~2 cm at the hand), and consecutive chunks
-#: alternate: a 5 Hz wobble that the safety monitor's acceleration limits turn into lag. The
-#: scripted expert keeps SR 1.0 on every Franka task at this rate (20 seeds per kind).
-DEFAULT_CHUNK_RATE_HZ = 10.0 / 3.0
+#: System 1 chunk rate and interpolation per policy backend (``execution_defaults``).
+#:
+#: * ``scripted``: a new chunk every 0.1 s, linear interpolation: the settings the demonstrations
+#:   and DAgger / DART rows were recorded with (the expert's chunks are smooth quintics).
+#: * ``learned``: a new chunk every 0.3 s, so 6 of a 16-step, 0.05 s chunk execute before the next
+#:   joins (ACT's and Diffusion Policy's "n_action_steps"), with the monotone cubic. Measured on
+#:   the shipped Franka policy, reach, 15 unseen seeds, ROS-free with the safety filter (session 9;
+#:   README "Chunk rate"): 10/15 at 10 Hz, 12-13/15 at 5 Hz, 15/15 at 3.33 Hz, 14/15 at 2.5 Hz.
+#:   At 10 Hz every chunk's first free step disagrees with the committed prefix it inpaints
+#:   (median 0.06 rad, ~2 cm at the hand), and consecutive chunks alternate: a 5 Hz wobble that
+#:   the safety monitor's acceleration limits turn into lag. Linear interpolation steps the
+#:   velocity at every chunk step; Catmull-Rom overshoots the knots (the open gripper past its
+#:   limit, which the safety monitor counts as cost); ``pchip`` does neither.
+EXECUTION_DEFAULTS: dict[str, tuple[float, str]] = {
+    "scripted": (10.0, "linear"),
+    "learned": (10.0 / 3.0, "pchip"),
+}
 
-#: Default interpolation between chunk steps: monotone cubic (C1, no overshoot). Linear
-#: interpolation steps the velocity at every chunk step (the acceleration limits clamp most
-#: learned commands); Catmull-Rom overshoots the knots, e.g. the open gripper past its limit, which
-#: the safety monitor counts as cost.
-DEFAULT_INTERPOLATION = "pchip"
+
+def execution_defaults(backend: str) -> tuple[float, str]:
+    """``(chunk_rate_hz [Hz], interpolation)`` for a policy ``backend`` (see :data:`EXECUTION_DEFAULTS`).
+
+    Raises:
+        ValueError: an unknown backend.
+    """
+    try:
+        return EXECUTION_DEFAULTS[backend]
+    except KeyError:
+        raise ValueError(f"backend must be one of {sorted(EXECUTION_DEFAULTS)}, got {backend!r}") from None
 
 BLEND_WEIGHTS = ("quintic", "linear")
 

@@ -76,8 +76,7 @@ from visualization_msgs.msg import MarkerArray
 
 from vla_mpc.models.base import LATENT_LABELS
 from vla_mpc.core.chunking import (
-    DEFAULT_CHUNK_RATE_HZ, DEFAULT_INTERPOLATION, INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig, Freshness,
-    HoldReason, hold_reason,
+    INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig, Freshness, HoldReason, execution_defaults, hold_reason,
 )
 from vla_mpc.ros import conversions as cv
 from vla_mpc.ros.params import declare
@@ -212,12 +211,13 @@ class PolicyNode(LifecycleNode):
         self.autostart = d("autostart", False, "Configure and activate at start-up (else wait for lifecycle transitions).", read_only=True)
         d("control_rate_hz", 100.0, "Joint command rate [Hz].", read_only=True, min_value=1.0, max_value=1000.0)
         d("latent_rate_hz", 2.0, "System 2 rate [Hz].", read_only=True, min_value=0.05, max_value=50.0)
-        d("chunk_rate_hz", DEFAULT_CHUNK_RATE_HZ, "System 1 chunk inference rate [Hz]: a new chunk every "
-          "1 / chunk_rate_hz s (default 0.3 s, 6 of 16 steps executed).", read_only=True, min_value=0.1, max_value=200.0)
+        d("chunk_rate_hz", 0.0, "System 1 chunk inference rate [Hz]; 0 = the backend's default (scripted 10 Hz, "
+          "learned 3.33 Hz: 6 of 16 steps executed per chunk).", read_only=True, min_value=0.0, max_value=200.0)
         d("chunk_size", 16, "Steps per action chunk.", read_only=True, min_value=2, max_value=1024)
         d("chunk_dt", 0.05, "Time between chunk steps [s].", read_only=True, min_value=0.001, max_value=1.0)
         d("blend_steps", 4, "Chunk steps cross-faded when a new chunk joins (0 = naive switching).", read_only=True, min_value=0, max_value=1024)
-        d("interpolation", DEFAULT_INTERPOLATION, f"Between chunk steps: {' | '.join(INTERPOLATIONS)}.", read_only=True)
+        d("interpolation", "auto", f"Between chunk steps: {' | '.join(INTERPOLATIONS)}, or auto = the backend's "
+          "default (scripted linear, learned pchip).", read_only=True)
         d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
         d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
         d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
@@ -271,8 +271,16 @@ class PolicyNode(LifecycleNode):
             self.role = p("role")
             if self.role not in ROLES:
                 raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-            if p("interpolation") not in INTERPOLATIONS:
-                raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {p('interpolation')!r}")
+            rate, interpolation = execution_defaults(p("backend"))  # ValueError: unknown backend
+            if p("chunk_rate_hz") > 0.0:
+                rate = p("chunk_rate_hz")
+            if rate < 0.1:
+                raise ValueError(f"chunk_rate_hz must be 0 (the backend's default) or >= 0.1 Hz, got {rate}")
+            if p("interpolation") != "auto":
+                interpolation = p("interpolation")
+            if interpolation not in INTERPOLATIONS:
+                raise ValueError(f"interpolation must be auto or one of {INTERPOLATIONS}, got {interpolation!r}")
+            self._chunk_rate_hz = float(rate)
             if p("backend") == "learned":
                 from vla_mpc.models.learned import limit_threads
 
@@ -296,7 +304,7 @@ class PolicyNode(LifecycleNode):
             self.names = tuple(self.spec.joint_names)
             self.streamer = ChunkStreamer(ChunkStreamerConfig(
                 action_dim=len(self.names), dt=p("chunk_dt"), blend_steps=p("blend_steps"),
-                interpolation=p("interpolation"),
+                interpolation=interpolation,
             ))
             self.freshness = Freshness(p("max_latent_age_s"), p("max_state_age_s"), p("max_image_age_s"), p("require_camera"))
             self._max_tracking_error = float(p("max_tracking_error"))  # read once: the control loop uses it
@@ -323,7 +331,8 @@ class PolicyNode(LifecycleNode):
         self._entities.append(self.create_timer(1.0 / p("diagnostics_rate_hz"), self._publish_diagnostics))
         self.get_logger().info(
             f"configured: backend {p('backend')}, role {self.role}, robot {self.spec.name}, "
-            f"control {p('control_rate_hz')} Hz, latent {p('latent_rate_hz')} Hz, chunks {p('chunk_rate_hz')} Hz"
+            f"control {p('control_rate_hz')} Hz, latent {p('latent_rate_hz')} Hz, chunks {self._chunk_rate_hz:g} Hz, "
+            f"{self.streamer.config.interpolation} interpolation"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -342,7 +351,7 @@ class PolicyNode(LifecycleNode):
         if self.role in ("both", "system2"):
             self._loops.append(_Loop("system2", 1.0 / p("latent_rate_hz"), self._system2_step, self._report, nice))
         if self.role in ("both", "system1"):
-            self._loops.append(_Loop("system1", 1.0 / p("chunk_rate_hz"), self._system1_step, self._report, nice))
+            self._loops.append(_Loop("system1", 1.0 / self._chunk_rate_hz, self._system1_step, self._report, nice))
             self._loops.append(_Loop("control", 1.0 / p("control_rate_hz"), self._control_step, self._report))
         for loop in self._loops:
             loop.start()

@@ -31,9 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vla_mpc.core.chunking import (
-    DEFAULT_CHUNK_RATE_HZ, DEFAULT_INTERPOLATION, INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig,
-)
+from vla_mpc.core.chunking import INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig, execution_defaults
 from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, EpisodeSpec, bind_origin, sample_episode, task_keypoints
 
 #: Default episode time limits [s of sim time] per task kind.
@@ -42,7 +40,8 @@ DEFAULT_TIMEOUTS_S = {"reach": 15.0, "push": 25.0, "pick": 20.0, "pick_place": 3
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Loop rates and limits (defaults: ``config/params/policy.yaml`` and the sim node's).
+    """Loop rates and limits (defaults: ``config/params/policy.yaml`` and the sim node's, with the
+    scripted backend's chunk rate and interpolation; :func:`learned_config` gives the learned one's).
 
     Attributes:
         control_rate_hz: joint targets sent to the sim [Hz], > 0.
@@ -60,11 +59,11 @@ class RolloutConfig:
     """
 
     control_rate_hz: float = 100.0
-    chunk_rate_hz: float = DEFAULT_CHUNK_RATE_HZ
+    chunk_rate_hz: float = 10.0
     latent_rate_hz: float = 2.0
     success_rate_hz: float = 10.0
     blend_steps: int = 4
-    interpolation: str = DEFAULT_INTERPOLATION
+    interpolation: str = "linear"
     safety_filter: bool = False
     timeout_s: float | None = None
     stop_on_success: bool = True
@@ -122,6 +121,13 @@ def make_expert(robot: str, config: Any = None) -> tuple[Any, Any, Any]:
 
     spec = load_robot_spec(robot)
     return spec, ScriptedSystem2(), ScriptedSystem1(spec, RobotModel(spec), config)
+
+
+def learned_config(**kwargs: Any) -> RolloutConfig:
+    """A :class:`RolloutConfig` with the learned backend's chunk rate and interpolation
+    (``core.chunking.EXECUTION_DEFAULTS``, as the policy node picks them); ``kwargs`` override."""
+    rate, interpolation = execution_defaults("learned")
+    return RolloutConfig(**{"chunk_rate_hz": rate, "interpolation": interpolation, **kwargs})
 
 
 def run_episode(
@@ -376,6 +382,8 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
 
     Args:
         checkpoint: a policy checkpoint directory (or a training output directory: its ``best``).
+        config: loop settings; None: :func:`learned_config` (the learned backend's chunk rate and
+            interpolation, as in the policy node).
         image_size: the rendered camera side [px] (the sim node's ``image_width`` / ``image_height``).
         threads: torch intra-op threads.
         privileged_readouts: System 1 gets the true keypoints and kind (:class:`PrivilegedReadouts`);
@@ -411,7 +419,8 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
     if privileged_readouts:
         out["privileged_readouts"] = True
     try:
-        _fill_success_rates(out, "sr", sim, robot, kinds, episodes, seed_start, s2, s1, config, cams)
+        _fill_success_rates(out, "sr", sim, robot, kinds, episodes, seed_start, s2, s1,
+                            learned_config() if config is None else config, cams)
     finally:
         sim.close()
     out["wall_s"] = round(time.perf_counter() - t_wall, 1)
@@ -430,10 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None,
                     help="learned policy checkpoint (or training output) directory; default: the scripted expert")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for --checkpoint (default 2)")
-    ap.add_argument("--chunk-rate-hz", type=float, default=RolloutConfig.chunk_rate_hz,
-                    help=f"System 1 chunk rate [Hz] (default {RolloutConfig.chunk_rate_hz:g}, as the policy node)")
-    ap.add_argument("--interpolation", default=RolloutConfig.interpolation, choices=INTERPOLATIONS,
-                    help=f"between chunk steps (default {RolloutConfig.interpolation}, as the policy node)")
+    ap.add_argument("--chunk-rate-hz", type=float, default=None,
+                    help="System 1 chunk rate [Hz] (default: the backend's, as the policy node: scripted 10, "
+                         "learned 3.33)")
+    ap.add_argument("--interpolation", default=None, choices=INTERPOLATIONS,
+                    help="between chunk steps (default: the backend's, as the policy node: scripted linear, "
+                         "learned pchip)")
     ap.add_argument("--safety-filter", action="store_true",
                     help="pass the targets through the safety monitor's filter (as the graph does); adds 'cc' "
                          "(mean safety cost per episode) to the output")
@@ -447,9 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = [k for k in kinds if k not in TASK_KINDS]
     if bad or args.episodes < 1:
         ap.error(f"unknown kinds {bad}" if bad else "--episodes must be >= 1")
+    rate, interpolation = execution_defaults("scripted" if args.checkpoint is None else "learned")
     try:
-        config = RolloutConfig(chunk_rate_hz=args.chunk_rate_hz, interpolation=args.interpolation,
-                               safety_filter=args.safety_filter)
+        config = RolloutConfig(chunk_rate_hz=rate if args.chunk_rate_hz is None else args.chunk_rate_hz,
+                               interpolation=args.interpolation or interpolation, safety_filter=args.safety_filter)
     except ValueError as exc:
         ap.error(str(exc))
     if args.checkpoint is None:
