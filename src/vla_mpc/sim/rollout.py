@@ -16,6 +16,9 @@ over successes}, "failed_seeds": {kind: [...]}, "wall_s"}``.
 ``front`` camera rendered at the sim node's 224 x 224 each time it runs) and reports ``sr`` in
 place of ``expert_sr``. This is a quick offline check of a checkpoint: inference takes no sim time
 here, so it is optimistic against the live graph, where ``python -m vla_mpc.eval`` is the measure.
+The chunk rate and interpolation default to the backend's, as in the policy node
+(``core.chunking.EXECUTION_DEFAULTS``). ``--safety-filter`` puts the safety monitor's filter
+between the stream and the sim, as the graph does, and adds ``"cc"`` per kind.
 No rclpy here.
 """
 
@@ -96,7 +99,9 @@ class EpisodeResult:
         status: System 1's last status line.
         frames: (T, H, W, 3) uint8 RGB rendered every ``render_every_s``, or None.
         frame_times: (T,) sim times of ``frames`` [s], or None.
-        extra: free-form additions by callers (not filled here).
+        extra: with ``RolloutConfig.safety_filter``: ``"safety_interventions"`` (``{kind: count}``
+            over the episode's commands, kinds as in ``Verdict.kinds``) and ``"cc"`` (the summed
+            step costs: the safety monitor's CC); else empty, for callers' additions.
     """
 
     robot: str
@@ -227,9 +232,10 @@ def run_episode(
             target, verdict = safety.filter(safety.joint_names, target, t, q, now_s=t)
             for kind in verdict.kinds:
                 safety_counts[kind] = safety_counts.get(kind, 0) + 1
-            safety_cost += safety.step_cost
             if target is None:  # nothing to send (never for a fresh stream at 1 / dt): keep the last
                 target = safety.last_command
+            else:
+                safety_cost += safety.step_cost
         sim.set_position_target(target)
         sim.step(dt)
     if every_frame is not None and (not frame_times or frame_times[-1] < sim.time - t0):
