@@ -522,7 +522,7 @@ class PolicyNode(LifecycleNode):
         # during inference are dropped on submit. Starting it at "now + latency" instead shifted
         # every chunk against the prefix it inpaints: with 30 ms of System 1 latency, ROS-free with
         # the safety filter, reach fell from 14/15 to 11/15 (session 9).
-        t_start = min(now, q_time if q_time is not None else now)
+        t_start = min(now, q_time)  # q_time is set with q
         # Real-time chunking: the executing trajectory over the new chunk's overlap (held: the target).
         prefix = self.streamer.rtc_prefix(t_start, system1.chunk_size)
         t0 = time.monotonic()
