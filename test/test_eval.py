@@ -81,8 +81,29 @@ def test_episode_result_from_outcome() -> None:
     assert r["jerk"] == pytest.approx(6e-6 / DT ** 3)
     assert r["seed"] == 100000 and r["success"] is True
     assert json.loads(json.dumps(outcome_row(o)))["kind"] == "reach"
+    assert r["system1_latency_ms"] is None and r["control_gap_p99_ms"] is None  # the node reported nothing
+    timed = EpisodeOutcome(plan, ready=True, commands=cmds, policy_timing=[
+        {"inference_latency_ms": 20.0, "control_gap_p99_ms": 14.0}, {"inference_latency_ms": 40.0},
+        {"control_gap_p99_ms": 19.5}])
+    rt = episode_result(timed, DT, 7)
+    assert rt["system1_latency_ms"] == pytest.approx(30.0) and rt["control_gap_p99_ms"] == 19.5
+    agg = aggregate([rt, r])
+    assert agg["reach"]["system1_latency_ms_mean"] == pytest.approx(30.0)
+    assert agg["reach"]["control_gap_p99_ms_max"] == 19.5
     silent = EpisodeOutcome(plan, ready=True, success=False, commands=cmds)  # no cost topic
     assert episode_result(silent, DT, 7)["cc"] is None
+
+
+def test_policy_timing_keeps_finite_timing_figures_only() -> None:
+    from types import SimpleNamespace as KV
+
+    from vla_mpc.collect import policy_timing
+
+    values = [KV(key="inference_latency_ms", value="31.25"), KV(key="control_gap_p99_ms", value="n/a"),
+              KV(key="reanchors", value="3"), KV(key="threads", value='{"torch": 1}')]
+    assert policy_timing(values) == {"inference_latency_ms": 31.25}
+    assert policy_timing([KV(key="control_gap_p99_ms", value="nan")]) == {}
+    assert policy_timing([]) == {}
     assert episode_result(EpisodeOutcome(plan), DT, 7)["cc"] == 0.0  # never ran: nothing to count
 
 
@@ -99,6 +120,7 @@ class StandIn:
         import rclpy
         from rclpy.clock import Clock, ClockType
         from rclpy.executors import SingleThreadedExecutor
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
         from rosgraph_msgs.msg import Clock as ClockMsg
         from std_msgs.msg import Bool, Float64MultiArray, String
 
@@ -114,6 +136,8 @@ class StandIn:
         self.success = self.node.create_publisher(Bool, "/vla_mpc/sim/task_success", LATCHED_QOS)
         self.cost = self.node.create_publisher(Float64MultiArray, "/vla_mpc/safety/cost", STREAM_QOS)
         self.cmd = self.node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", COMMAND_QOS)
+        self.diag = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.DiagnosticArray, self.DiagnosticStatus, self.KeyValue = DiagnosticArray, DiagnosticStatus, KeyValue
         self.node.create_subscription(String, "/vla_mpc/episode", self._on_episode, LATCHED_QOS)
         self.node.create_subscription(String, "/vla_mpc/instruction", self._on_instruction, LATCHED_QOS)
         self.node.create_timer(0.01, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -175,6 +199,13 @@ class StandIn:
         for k in range(10):
             q = [self.A * k ** 3] * 7 + [0.04]
             self._later(0.02 + 0.01 * k, self.cmd, self.F64(data=q))
+        # the policy's timing diagnostics (and another node's status with the same key: not read)
+        kv = self.KeyValue
+        policy = self.DiagnosticStatus(name="vla_mpc/policy", values=[
+            kv(key="inference_latency_ms", value="12.50" if ev["kind"] == "reach" else "40.00"),
+            kv(key="control_gap_p99_ms", value="n/a")])
+        other = self.DiagnosticStatus(name="vla_mpc/safety", values=[kv(key="inference_latency_ms", value="999")])
+        self._later(0.05, self.diag, self.DiagnosticArray(status=[other, policy]))
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
@@ -218,6 +249,8 @@ def test_runner_counts_success_cost_and_jerk_against_stand_in(ros) -> None:
     assert push["cc"] == 2 and 1.0 <= push["duration_s"] < 2.0
     assert not mute["ready"] and "episode_ready" in mute["error"]
     assert reach2["success"] and reach2["cc"] == 3
+    assert reach["system1_latency_ms"] == 12.5 and push["system1_latency_ms"] == 40.0
+    assert reach["control_gap_p99_ms"] is None and mute["system1_latency_ms"] is None
     # the events the sim saw: start/end pairs in order, end carries the outcome (contract G)
     ev = [(e["event"], e["episode"]) for e in stand_in.events]
     assert ev == [("start", 0), ("end", 0), ("start", 1), ("end", 1), ("start", 2), ("end", 2), ("start", 3), ("end", 3)]

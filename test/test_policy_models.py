@@ -226,6 +226,55 @@ def test_learned_backends_implement_the_interfaces_and_validate_inputs():
             s1.infer(**bad)
 
 
+def test_shifted_views_shift_the_scene_with_replicated_edges():
+    from vla_mpc.models.vision import shifted_views
+
+    f = np.arange(5 * 5 * 3, dtype=np.uint8).reshape(5, 5, 3)
+    v = shifted_views(f, 1)
+    assert v.shape == (9, 5, 5, 3) and v.dtype == np.uint8
+    np.testing.assert_array_equal(v[0], f)  # view 0 is the frame itself
+    # every shift of the 3 x 3 grid appears once: a view moved by (dx, dy) has view[y, x] = f[y - dy, x - dx]
+    found = set()
+    for view in v[1:]:
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                ys, xs = np.clip(np.arange(5) - dy, 0, 4), np.clip(np.arange(5) - dx, 0, 4)
+                if np.array_equal(view, f[ys][:, xs]):
+                    found.add((dx, dy))
+    assert found == {(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)} - {(0, 0)}
+    multi = shifted_views(np.stack([f, f[::-1]]), 2)  # leading dims (cameras) are kept
+    assert multi.shape == (9, 2, 5, 5, 3)
+    np.testing.assert_array_equal(multi[:, 1], shifted_views(f[::-1], 2))
+    assert shifted_views(f, 0).shape == (1, 5, 5, 3)
+    for bad, r in ((f, 5), (f, -1), (f.astype(np.float32), 1), (f[:, :4], 1)):
+        with pytest.raises(ValueError):
+            shifted_views(bad, r)
+
+
+def test_learned_system2_averages_the_latent_over_shifted_views():
+    from vla_mpc.models.vision import shifted_views
+
+    pol = _small_policy(augment_shift=4)
+    text = _FakeText()
+    img = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    one = LearnedSystem2(pol, text, shift_average_px=0)
+    tta = LearnedSystem2(pol, text)  # default: SHIFT_AVERAGE_PX, within the training shifts
+    assert tta.shift_average_px == 2 and one.shift_average_px == 0
+    z1, z9 = one.infer({"front": img}, "reach the red cube"), tta.infer({"front": img}, "reach the red cube")
+    views = shifted_views(resize_frame(img, 32)[None], 2)
+    emb = text.encode_instruction("reach the red cube", pol.config.text_tokens)[None]
+    with torch.inference_mode():
+        per_view = pol.encode(torch.from_numpy(views), torch.from_numpy(np.repeat(emb, 9, 0))).numpy()
+    # (batch size may change the CPU kernels' rounding: float32 tolerances)
+    np.testing.assert_allclose(z9, per_view.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(z1, per_view[0], rtol=1e-4, atol=1e-5)
+    assert np.max(np.abs(z9 - z1)) > 1e-3
+    # a policy trained without shifts gets one view; a radius beyond the frame is refused
+    assert LearnedSystem2(_small_policy(augment_shift=0), text).shift_average_px == 0
+    with pytest.raises(ValueError, match="shift_average_px"):
+        LearnedSystem2(pol, text, shift_average_px=32)
+
+
 def test_delta_stats_and_config_validation():
     proprio = np.zeros((10, 4), np.float32)
     proprio[:, :2] = 1.0

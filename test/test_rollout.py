@@ -271,3 +271,43 @@ def test_privileged_readouts_hand_system1_the_true_keypoints(panda, tmp_path) ->
         learned_success_rates(str(tmp_path / "ckpt"), "panda", ["reach"], 1, privileged_readouts=True)
     with pytest.raises(SystemExit):
         main(["--privileged-readouts", "--kind", "reach", "--episodes", "1"])  # no checkpoint to ablate
+
+
+def test_learned_success_rates_seed_system1_noise(tmp_path, monkeypatch) -> None:
+    """``system1_seed`` reaches the System 1 backends (their sampling noise) and the output."""
+    import torch
+
+    import vla_mpc.models.learned as learned
+    from vla_mpc.core.robot_model import load_robot_spec
+    from vla_mpc.models.checkpoint import save_policy
+    from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig
+    from vla_mpc.sim.rollout import RolloutConfig, learned_success_rates
+
+    spec = load_robot_spec("panda")
+    a = spec.n_joints
+    cfg = PolicyConfig(robot="panda", joint_names=spec.joint_names, image_size=32, vision_width=8, d_model=32,
+                       vlm_heads=2, latent_tokens=4, latent_dim=16, expert_width=64, expert_blocks=1, cond_dim=32)
+    stats = {"proprio": {"mean": [0.0] * 2 * a, "std": [1.0] * 2 * a},
+             "action_delta": {"mean": [0.0] * a, "std": [0.01] * a}}
+    torch.manual_seed(0)
+    save_policy(DualSystemPolicy(cfg, stats).eval(), tmp_path / "ckpt")
+    built = []
+    original = learned.load_learned_backends
+
+    def spy(checkpoint, joint_names, need_system2=True, seed=0):
+        policy, s2, make_s1 = original(checkpoint, joint_names, need_system2, seed)
+
+        class _Text:  # keeps the test off the MiniLM model
+            def encode_instruction(self, text, tokens):
+                return np.zeros((tokens, 384), np.float32)
+
+        def make():
+            s1 = make_s1()
+            built.append(s1.seed)
+            return s1
+        return policy, learned.LearnedSystem2(policy, _Text()), make
+
+    monkeypatch.setattr(learned, "load_learned_backends", spy)
+    out = learned_success_rates(str(tmp_path / "ckpt"), "panda", ["reach"], 1, config=RolloutConfig(timeout_s=0.3),
+                                image_size=32, threads=1, system1_seed=7)
+    assert built == [7] and out["system1_seed"] == 7 and out["sr"]["reach"] == 0.0

@@ -5,8 +5,9 @@
         [--timeout 30] [--record-topics dataset|all] [--set node.param=value]
 
 Starts the graph once (sim_robot, camera_ingest, policy with the ``scripted`` backend and
-``autostart``, safety_monitor, recorder; the planner is not started), then runs the episodes one
-after the other without restarting anything (contract G):
+``autostart``, safety_monitor, recorder; the planner is not started), waits until the sim, the
+safety monitor, the configured policy and the recorder subscribe to ``/vla_mpc/episode``, then runs
+the episodes one after the other without restarting anything (contract G):
 
 1. publish ``{"event": "start", "episode": i, "seed": s, "kind": k, "instruction": ..., "robot": ...,
    "source": ...}`` on ``/vla_mpc/episode`` (std_msgs/String JSON, reliable + transient local); the
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -152,6 +154,10 @@ class EpisodeOutcome:
         wall_s: wall time from the start event to the end event.
         costs: (step_cost, cumulative) pairs from ``/vla_mpc/safety/cost`` inside the episode.
         commands: robot commands (``/forward_position_controller/commands``) inside the episode.
+        policy_timing: the policy node's ``/diagnostics`` timing figures received inside the
+            episode (about one per second): ``{"inference_latency_ms": System 1's chunk inference,
+            a moving average [ms], "control_gap_p99_ms": the control loop's 99th-percentile tick
+            period [ms]}``, each key only when the node reported a number.
         error: why the episode could not run (None when it ran).
     """
 
@@ -163,7 +169,29 @@ class EpisodeOutcome:
     wall_s: float = 0.0
     costs: list[tuple[float, float]] = field(default_factory=list)
     commands: list[list[float]] = field(default_factory=list)
+    policy_timing: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
+
+
+#: ``DiagnosticStatus.name`` of the policy node's ``/diagnostics`` (``vla_mpc.ros.policy_node``).
+POLICY_DIAGNOSTICS_NAME = "vla_mpc/policy"
+#: The policy diagnostics keys :func:`policy_timing` keeps [ms].
+POLICY_TIMING_KEYS = ("inference_latency_ms", "control_gap_p99_ms")
+
+
+def policy_timing(values: Sequence[Any]) -> dict[str, float]:
+    """The finite numbers among the policy's timing diagnostics (``KeyValue``-like items with
+    ``key`` / ``value`` strings, keys :data:`POLICY_TIMING_KEYS`); "n/a" or garbage is left out."""
+    out: dict[str, float] = {}
+    for kv in values:
+        if kv.key in POLICY_TIMING_KEYS:
+            try:
+                x = float(kv.value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(x):
+                out[kv.key] = x
+    return out
 
 
 class GraphError(RuntimeError):
@@ -189,13 +217,14 @@ class EpisodeRunner:
                  wall_factor: float = 4.0, settle_s: float = 0.5, ready_timeout_s: float = 30.0,
                  collect_metrics: bool = False) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.parameter import Parameter
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Bool, Float64MultiArray, String
 
         from vla_mpc.ros.qos import LATCHED_QOS
+        from vla_mpc.ros.runtime import make_executor
 
-        self._rclpy = rclpy
         self.node = rclpy.create_node(name, parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.String = String
         self.watch = watch or (lambda: {})
@@ -211,7 +240,12 @@ class EpisodeRunner:
             deep = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
             self.node.create_subscription(Float64MultiArray, COST_TOPIC, self._on_cost, deep)
             self.node.create_subscription(Float64MultiArray, ROBOT_COMMAND_TOPIC, self._on_command, deep)
+            self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self._collecting = False
+        # The nodes' executor (EventsExecutor by default): this node takes /clock and, with
+        # collect_metrics, every command and cost message of the graph.
+        self._executor = make_executor()
+        self._executor.add_node(self.node)
 
     # -- callbacks (store only) ------------------------------------------------------------
     def now(self) -> float:
@@ -237,13 +271,22 @@ class EpisodeRunner:
         if self._collecting and self._active is not None:
             self._active.commands.append([float(x) for x in msg.data])
 
+    def _on_diagnostics(self, msg) -> None:  # noqa: ANN001
+        if not (self._collecting and self._active is not None):
+            return
+        for status in msg.status:
+            if status.name == POLICY_DIAGNOSTICS_NAME:
+                timing = policy_timing(status.values)
+                if timing:
+                    self._active.policy_timing.append(timing)
+
     # -- waiting -----------------------------------------------------------------------------
     def _spin_until(self, pred: Callable[[], bool], wall_timeout_s: float) -> bool:
         end = time.monotonic() + wall_timeout_s
         while time.monotonic() < end:
             if pred():
                 return True
-            self._rclpy.spin_once(self.node, timeout_sec=0.02)
+            self._executor.spin_once(timeout_sec=0.02)
             dead = self.watch()
             if dead:
                 raise GraphError(f"nodes exited: {dead}")
@@ -326,6 +369,8 @@ class EpisodeRunner:
         self._active = None
 
     def close(self) -> None:
+        self._executor.remove_node(self.node)
+        self._executor.shutdown()
         self.node.destroy_node()
 
 
@@ -423,7 +468,7 @@ def run(robot: str, plans: list[EpisodePlan], output: Path, overrides: dict[str,
     outcomes: list[EpisodeOutcome] = []
     with GraphSession(bringup, "vla_mpc_collect", "[collect]", log) as session:
         runner = session.runner
-        runner.wait_for_graph(["sim_robot", "recorder"], startup_timeout_s)
+        runner.wait_for_graph(["sim_robot", "safety_monitor", "policy", "recorder"], startup_timeout_s)
         log(f"[collect] graph up after {time.monotonic() - session.t_start:.1f} s; {len(plans)} episodes ({source})")
         for plan in plans:
             hold = random_episode_s if plan.source == "random" else None

@@ -5,7 +5,8 @@
         [--seed-offset 100000] [--timeout 30] [--record] [--set node.param=value]
 
 Starts sim_robot, camera_ingest, policy, safety_monitor (and latent_mpc_planner for ``--mode mpc``
-or ``hybrid``) once, then runs ``--episodes`` episodes per task kind exactly as
+or ``hybrid``) once, waits until the sim, the safety monitor and the configured policy (its
+checkpoint loaded) subscribe to ``/vla_mpc/episode``, then runs ``--episodes`` episodes per task kind exactly as
 ``vla_mpc.collect`` does (``/vla_mpc/episode`` start -> ``episode_ready`` -> instruction -> success
 or timeout -> end), on seeds ``seed_offset + i`` (``EVAL_SEED_OFFSET`` = 100000 and up: never used
 for training). The policy is the ``scripted`` expert, or ``learned`` (policy parameters
@@ -105,16 +106,22 @@ def mean_abs_jerk(commands: np.ndarray | Sequence[Sequence[float]], dt: float, n
 
 
 def episode_result(o: EpisodeOutcome, dt: float, n_joints: int | None) -> dict[str, Any]:
-    """The results row of one episode: collect's row plus ``cc``, ``cc_monitor``, ``jerk``.
+    """The results row of one episode: collect's row plus ``cc``, ``cc_monitor``, ``jerk`` and the
+    policy node's timing: ``system1_latency_ms`` (mean of its reported System 1 inference latency
+    [ms]) and ``control_gap_p99_ms`` (the largest reported p99 control tick period [ms]), None
+    when the node reported none (a scripted System 1 still reports its latency).
 
     ``cc`` is None when the episode ran but no ``/vla_mpc/safety/cost`` message arrived (a safety
     monitor without the cost topic): unknown, not zero.
     """
     cmds = [c for c in o.commands if len(c) == len(o.commands[0])] if o.commands else []
     cc = cumulative_cost(o.costs) if o.costs or not o.ready else None
+    latency = [t["inference_latency_ms"] for t in o.policy_timing if "inference_latency_ms" in t]
+    gaps = [t["control_gap_p99_ms"] for t in o.policy_timing if "control_gap_p99_ms" in t]
     return {**outcome_row(o), "cc": cc, "cc_monitor": monitor_cumulative(o.costs),
             "cost_messages": len(o.costs), "commands": len(cmds),
-            "jerk": _finite_or_none(mean_abs_jerk(cmds, dt, n_joints) if cmds else float("nan"))}
+            "jerk": _finite_or_none(mean_abs_jerk(cmds, dt, n_joints) if cmds else float("nan")),
+            "system1_latency_ms": _mean(latency), "control_gap_p99_ms": max(gaps) if gaps else None}
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -135,8 +142,9 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     Returns:
         ``{kind: {"n", "n_not_run", "sr", "successes", "cc_mean", "cc_total", "cc_episodes_with_cost",
-        "cc_unknown", "time_to_success_mean", "time_to_success_median", "jerk_mean"}}``; rates and
-        means are None without episodes.
+        "cc_unknown", "time_to_success_mean", "time_to_success_median", "jerk_mean",
+        "system1_latency_ms_mean", "control_gap_p99_ms_max"}}``; rates and means are None without
+        episodes (or without the figure: rows from before it was recorded).
     """
     kinds = sorted({r["kind"] for r in rows})
     out: dict[str, dict[str, Any]] = {}
@@ -144,6 +152,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         sel = [r for r in rows if key == "all" or r["kind"] == key]
         ran = [r for r in sel if r.get("ready", True)]
         tts = [r["time_to_success_s"] for r in ran if r["success"] and r["time_to_success_s"] is not None]
+        gaps = [r["control_gap_p99_ms"] for r in ran if r.get("control_gap_p99_ms") is not None]
         out[key] = {
             "n": len(ran), "n_not_run": len(sel) - len(ran),
             "successes": sum(bool(r["success"]) for r in ran),
@@ -155,6 +164,8 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "time_to_success_mean": _mean(tts),
             "time_to_success_median": float(np.median(tts)) if tts else None,
             "jerk_mean": _mean([r["jerk"] for r in ran]),
+            "system1_latency_ms_mean": _mean([r.get("system1_latency_ms") for r in ran]),
+            "control_gap_p99_ms_max": max(gaps) if gaps else None,
         }
     return out
 
@@ -262,7 +273,10 @@ def run(robot: str, kinds: Sequence[str], episodes: int, policy: str, mode: str,
                       exclude=("latent_mpc_planner",) if mode == "vla" else ())
     rows: list[dict[str, Any]] = []
     with GraphSession(bringup, "vla_mpc_eval", "[eval]", log, collect_metrics=True) as session:
-        session.runner.wait_for_graph(["sim_robot"] + (["recorder"] if record else []), startup_timeout_s)
+        # The policy subscribes to /vla_mpc/episode once configured (its checkpoint loaded): an
+        # episode started before that would count the node's start-up (about 10 s) as its own time.
+        session.runner.wait_for_graph(["sim_robot", "safety_monitor", "policy"] + (["recorder"] if record else []),
+                                      startup_timeout_s)
         evaluate(session.runner, plans, dt, n_arm, log, rows=rows)
     error, codes, wall = session.error, session.exit_codes, session.wall_s
     per_task = aggregate(rows) if rows else {}

@@ -91,7 +91,8 @@ def bench_system2(repeats: int = 40) -> dict:
     n = pol.num_parameters()
     return {"name": "system2", "s2_latency_ms_p50": p50, "s2_latency_ms_p99": p99, "text_first_ms": text_first_ms,
             "text_model_load_s": load_s, "system2_parameters": n["system2"], "image": "224x224 -> 96",
-            "latent_shape": list(s2.latent_shape), "torch_threads": torch.get_num_threads(),
+            "latent_shape": list(s2.latent_shape), "shift_average_px": s2.shift_average_px,
+            "views": 9 if s2.shift_average_px else 1, "torch_threads": torch.get_num_threads(),
             "load_avg_1min": os.getloadavg()[0],
             "notes": f"{repeats} calls, repeated instruction (embedding cached)"}
 

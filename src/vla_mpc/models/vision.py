@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["resize_frame", "images_to_tensor", "random_shift", "ConvEncoder", "IMAGE_MEAN", "IMAGE_STD"]
+__all__ = ["resize_frame", "images_to_tensor", "random_shift", "shifted_views", "ConvEncoder", "IMAGE_MEAN",
+           "IMAGE_STD"]
 
 # Per-channel normalisation of [0, 1] pixels (ImageNet statistics; any fixed values work, these are
 # the conventional ones).
@@ -86,6 +87,40 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
     idx_b = torch.arange(b)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def shifted_views(frames: np.ndarray, radius: int) -> np.ndarray:
+    """The test-time counterpart of :func:`random_shift`: each frame shifted by every
+    ``(dx, dy)`` in ``{-radius, 0, radius}^2`` px, edge-replicated as in training.
+
+    A model trained on randomly shifted frames answers with a spread over the shift; averaging its
+    outputs over these views estimates the expectation over the augmentation (test-time
+    augmentation), where one unshifted view is a single draw.
+
+    Args:
+        frames: (..., S, S, 3) uint8 (any leading dimensions).
+        radius: shift [px], 0 <= radius < S.
+
+    Returns:
+        (K, ..., S, S, 3) uint8, K = 9 (1 for ``radius`` 0); view 0 is the unshifted frame.
+
+    Raises:
+        ValueError: ``frames`` not (..., S, S, 3) uint8, or ``radius`` outside [0, S).
+    """
+    f = np.asarray(frames)
+    if f.dtype != np.uint8 or f.ndim < 3 or f.shape[-1] != 3 or f.shape[-2] != f.shape[-3]:
+        raise ValueError(f"frames must be uint8 (..., S, S, 3), got {f.shape} {f.dtype}")
+    s = f.shape[-2]
+    if not 0 <= int(radius) < s:
+        raise ValueError(f"radius must be in [0, {s}) px, got {radius}")
+    r = int(radius)
+    if r == 0:
+        return f[None].copy()
+    pad = [(0, 0)] * (f.ndim - 3) + [(r, r), (r, r), (0, 0)]
+    padded = np.pad(f, pad, mode="edge")
+    offsets = [(0, 0)] + [(dx, dy) for dy in (-r, 0, r) for dx in (-r, 0, r) if (dx, dy) != (0, 0)]
+    # a view shifted by (dx, dy) shows the scene moved by (dx, dy): view[y, x] = frame[y - dy, x - dx]
+    return np.stack([padded[..., r - dy:r - dy + s, r - dx:r - dx + s, :] for dx, dy in offsets])
 
 
 class ConvEncoder(nn.Module):
