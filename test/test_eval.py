@@ -92,6 +92,7 @@ def test_episode_result_from_outcome() -> None:
     assert agg["reach"]["control_gap_p99_ms_max"] == 19.5
     silent = EpisodeOutcome(plan, ready=True, success=False, commands=cmds)  # no cost topic
     assert episode_result(silent, DT, 7)["cc"] is None
+    assert episode_result(EpisodeOutcome(plan), DT, 7)["cc"] == 0.0  # never ran: nothing to count
 
 
 def test_policy_timing_keeps_finite_timing_figures_only() -> None:
@@ -104,7 +105,6 @@ def test_policy_timing_keeps_finite_timing_figures_only() -> None:
     assert policy_timing(values) == {"inference_latency_ms": 31.25}
     assert policy_timing([KV(key="control_gap_p99_ms", value="nan")]) == {}
     assert policy_timing([]) == {}
-    assert episode_result(EpisodeOutcome(plan), DT, 7)["cc"] == 0.0  # never ran: nothing to count
 
 
 # ------------------------------------------------------------------------- runner vs a stand-in
