@@ -4,6 +4,7 @@ the shared training loop, and ``python -m vla_mpc.train policy`` writes a loadab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -140,6 +141,13 @@ def test_train_cli_writes_a_loadable_checkpoint(dataset, tmp_path):
     assert len(both) == 2 * len(dataset)
     assert json.loads((out2 / "last" / "config.json").read_text())["extra"]["rows"]["train"] == len(
         both.rows("train", success_only=True, expert_labels=True))
+    # --augment-shift overrides the init checkpoint's shift range (and only that), and is saved
+    assert policy.config.augment_shift == 4
+    out3 = tmp_path / "stage3"
+    assert main(["--dataset", str(dataset.path), "--out", str(out3), "--steps", "1", "--batch-size", "4",
+                 "--init", str(out / "last"), "--proprio-noise", "0", "--augment-shift", "0"]) == 0
+    unshifted = load_policy(out3 / "last").config
+    assert unshifted.augment_shift == 0 and dataclasses.replace(unshifted, augment_shift=4) == policy.config
 
 
 @pytest.fixture(scope="module")

@@ -415,6 +415,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "a fresh System 1 of this size on the checkpoint's System 2)")
     ap.add_argument("--expert-blocks", type=int, default=None,
                     help="System 1's residual blocks (default: the PolicyConfig's, 2; as --expert-width)")
+    ap.add_argument("--augment-shift", type=int, default=None,
+                    help="System 2's random-shift augmentation range [px] (DrQ; 0 = off; default: the --init "
+                         "checkpoint's, else the PolicyConfig's 4); saved in the checkpoint's config, where it also "
+                         "caps the test-time shift averaging (LearnedSystem2)")
     ap.add_argument("--max-start-gap", type=float, default=DEFAULT_MAX_START_GAP,
                     help=f"drop rows whose action chunk starts more than this [rad] from the row's measured "
                          f"positions (a chunk paired with another instant's state; default {DEFAULT_MAX_START_GAP}, "
@@ -463,11 +467,14 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                              "on the checkpoint's System 2)")
         if sizes:
             policy = with_new_system1(policy, **sizes)
+        if opt.get("augment_shift") is not None:
+            policy.config = dataclasses.replace(policy.config, augment_shift=int(opt["augment_shift"]))
     else:
         policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
                               action_mode=opt["action_mode"], stats_rows=rows["train"],
                               keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
                               system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"], **sizes,
+                              **({} if opt.get("augment_shift") is None else {"augment_shift": int(opt["augment_shift"])}),
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     if opt["system1_only"] and opt["system2_only"]:
         raise ValueError("--system1-only and --system2-only exclude each other")
