@@ -379,3 +379,27 @@ def test_loop_hands_each_tick_its_scheduled_time_despite_jitter():
     np.testing.assert_allclose(gaps, 0.01, atol=1e-9)  # the schedule: exactly one period apart
     assert np.all(np.asarray(woke) >= np.asarray(scheduled) - 1e-4)  # never handed a future time
     assert (np.asarray(woke) - np.asarray(scheduled)).max() > 0.003  # while some ticks ran late
+
+
+def test_loop_errors_after_the_context_shut_down_are_not_reported():
+    """SIGINT / SIGTERM shut the context down before ``close()`` stops the loops: the publishes that
+    fail in between are shutdown, not errors, and are neither logged nor kept as ``last_error``."""
+    import rclpy
+    from rclpy.context import Context
+
+    from vla_mpc.ros.policy_node import PolicyNode
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=91)
+    node = PolicyNode(context=ctx)
+    try:
+        node._report("control: a backend error")
+        assert node._last_error == "control: a backend error"
+        ctx.shutdown()
+        node._report("control: RCLError: Failed to publish: publisher's context is invalid")
+        assert node._last_error == "control: a backend error"
+    finally:
+        node.close()
+        node.destroy_node()
+        if ctx.ok():
+            ctx.shutdown()

@@ -115,3 +115,29 @@ def test_estop_latches_until_reset(start_node, ros_node):
     assert h.until(lambda: h.states[-1] == "ACTIVE")
     assert h.call(h.estop_cli).success
     assert h.until(lambda: h.states[-1] == "ESTOP")
+
+
+def test_warnings_with_different_throttles_do_not_crash_the_monitor():
+    """A rejected command's warning (throttled 1 s) and then a malformed joint state's (5 s) must
+    both log. rclpy's deprecated ``Logger.warn`` funnels every call site through one frame, and its
+    throttle filters are cached per frame: the second call raised ValueError out of the
+    subscription callback and ended the node (seen at a demo's shutdown)."""
+    import rclpy
+    from rclpy.context import Context
+
+    from vla_mpc.core.safety import SafetyAction, SafetyState, Verdict
+    from vla_mpc.ros.safety_monitor import SafetyMonitor
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=92)
+    node = SafetyMonitor(context=ctx)
+    try:
+        node._report(Verdict(SafetyAction.REJECTED, {"*": "duplicate command"}, "rejected: duplicate",
+                             SafetyState.HOLDING, ("stamp",), True), 0.0)
+        node._on_joint_state(JointState(name=["not_a_joint"], position=[0.0]))  # malformed: warns, ignored
+        node._on_joint_state(JointState(name=list(node.names), position=[float("nan")] * len(node.names)))
+        assert node._measured is None  # neither reached the filter
+    finally:
+        node.close()
+        node.destroy_node()
+        ctx.shutdown()

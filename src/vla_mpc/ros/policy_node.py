@@ -393,6 +393,8 @@ class PolicyNode(LifecycleNode):
         self._entities = []
 
     def _report(self, message: str) -> None:
+        if not self.context.ok():
+            return  # shutting down (SIGINT / SIGTERM): publishes fail until close() stops the loops
         self._last_error = message
         self.get_logger().error(message, throttle_duration_sec=2.0)
 

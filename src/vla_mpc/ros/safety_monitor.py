@@ -71,8 +71,9 @@ _LEVEL = {
 class SafetyMonitor(Node):
     """Inline safety filter between the command sources and the robot controller."""
 
-    def __init__(self) -> None:
-        super().__init__("safety_monitor")
+    def __init__(self, **kwargs: Any) -> None:
+        """``kwargs`` go to ``rclpy.node.Node`` (e.g. ``context``, ``parameter_overrides``)."""
+        super().__init__("safety_monitor", **kwargs)
         robot = declare(self, "robot_config", "panda", "Robot name (config/<name>.yaml) or path to a robot config.",
                         read_only=True)
         self.rate_hz = declare(self, "rate_hz", 200.0, "Control period of the output [Hz]: dt = 1 / rate_hz; hold "
@@ -182,7 +183,7 @@ class SafetyMonitor(Node):
                                         "positive values)")
                 vals = spec_vals
             elif np.any(vals > spec_vals):
-                self.get_logger().warn(f"limits.{key}: values above the robot config were lowered to it")
+                self.get_logger().warning(f"limits.{key}: values above the robot config were lowered to it")
             arrays[key] = np.minimum(vals, spec_vals)
         return SafetyLimits(
             joint_names=limits.joint_names, lower=limits.lower, upper=limits.upper,
@@ -199,10 +200,10 @@ class SafetyMonitor(Node):
             js = cv.joint_state_to_arrays(msg)
             q = cv.select_joints(js.names, js.position, self.names)
         except ValueError as exc:
-            self.get_logger().warn(f"/joint_states ignored: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"/joint_states ignored: {exc}", throttle_duration_sec=5.0)
             return
         if not np.all(np.isfinite(q)):
-            self.get_logger().warn("/joint_states ignored: non-finite positions", throttle_duration_sec=5.0)
+            self.get_logger().warning("/joint_states ignored: non-finite positions", throttle_duration_sec=5.0)
             return
         self._measured = q
         first = not self.filter.seeded
@@ -259,7 +260,7 @@ class SafetyMonitor(Node):
         try:
             event = json.loads(msg.data)
         except ValueError as exc:
-            self.get_logger().warn(f"/vla_mpc/episode ignored: not JSON ({exc})")
+            self.get_logger().warning(f"/vla_mpc/episode ignored: not JSON ({exc})")
             return
         if not isinstance(event, dict) or event.get("event") != "start":
             return
@@ -336,7 +337,7 @@ class SafetyMonitor(Node):
                 {"joint": joint, "reason": reason, "action": verdict.action.value, "kind": kind},
                 hardware_id=self.spec.name))
         if verdict.action is not SafetyAction.CLAMPED:
-            self.get_logger().warn(verdict.summary, throttle_duration_sec=1.0)
+            self.get_logger().warning(verdict.summary, throttle_duration_sec=1.0)
         if self._log_file is not None:
             record = {"time_s": now, "wall_time": time.time(), "action": verdict.action.value,
                       "state": verdict.state.value, "kinds": kinds,

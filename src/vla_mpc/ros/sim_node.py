@@ -212,6 +212,8 @@ class SimRobotNode(Node):
             try:
                 self._on_camera()
             except Exception as exc:  # noqa: BLE001 - keep the robot running without images
+                if not self.context.ok():
+                    return  # shutting down: the publishers' context is gone
                 self.get_logger().error(f"render failed: {exc}", throttle_duration_sec=5.0)
             delay = next_t - time.monotonic()
             if delay < 0.0:  # behind: drop the missed frames instead of bursting
