@@ -6,8 +6,8 @@
 
 Starts sim_robot, camera_ingest, policy, safety_monitor (and latent_mpc_planner for ``--mode mpc``
 or ``hybrid``) once, waits until the sim, the safety monitor and the configured policy (its
-checkpoint loaded) subscribe to ``/vla_mpc/episode``, then runs ``--episodes`` episodes per task kind exactly as
-``vla_mpc.collect`` does (``/vla_mpc/episode`` start -> ``episode_ready`` -> instruction -> success
+checkpoint loaded) subscribe to ``/vla_mpc/episode``, then runs ``--episodes`` episodes per task
+kind exactly as ``vla_mpc.collect`` does (``/vla_mpc/episode`` start -> ``episode_ready`` -> instruction -> success
 or timeout -> end), on seeds ``seed_offset + i`` (``EVAL_SEED_OFFSET`` = 100000 and up: never used
 for training). The policy is the ``scripted`` expert, or ``learned`` (policy parameters
 ``backend: learned``, ``checkpoint: P``); ``--mode`` sets ``latent_mpc_planner.mode``.
