@@ -173,8 +173,6 @@ class EpisodeOutcome:
     error: str | None = None
 
 
-#: ``DiagnosticStatus.name`` of the policy node's ``/diagnostics`` (``vla_mpc.ros.policy_node``).
-POLICY_DIAGNOSTICS_NAME = "vla_mpc/policy"
 #: The policy diagnostics keys :func:`policy_timing` keeps [ms].
 POLICY_TIMING_KEYS = ("inference_latency_ms", "control_gap_p99_ms")
 
@@ -222,11 +220,13 @@ class EpisodeRunner:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Bool, Float64MultiArray, String
 
+        from vla_mpc.ros.diagnostics import POLICY_STATUS_NAME
         from vla_mpc.ros.qos import LATCHED_QOS
         from vla_mpc.ros.runtime import make_executor
 
         self.node = rclpy.create_node(name, parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.String = String
+        self._policy_status_name = POLICY_STATUS_NAME
         self.watch = watch or (lambda: {})
         self.wall_factor, self.settle_s, self.ready_timeout_s = wall_factor, settle_s, ready_timeout_s
         self.episode_pub = self.node.create_publisher(String, EPISODE_TOPIC, LATCHED_QOS)
@@ -275,7 +275,7 @@ class EpisodeRunner:
         if not (self._collecting and self._active is not None):
             return
         for status in msg.status:
-            if status.name == POLICY_DIAGNOSTICS_NAME:
+            if status.name == self._policy_status_name:
                 timing = policy_timing(status.values)
                 if timing:
                     self._active.policy_timing.append(timing)

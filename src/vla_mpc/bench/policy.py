@@ -290,11 +290,13 @@ def bench_control_stream(seconds: float = 10.0, rate_hz: float = 200.0, startup_
     node.create_subscription(Float32MultiArray, "/vla_mpc/latent", lambda m: latents.append(time.monotonic()), 10)
     from diagnostic_msgs.msg import DiagnosticArray
 
+    from vla_mpc.ros.diagnostics import POLICY_STATUS_NAME
+
     node_side: list[dict] = []
 
     def on_diag(msg: DiagnosticArray) -> None:
         for st in msg.status:
-            if st.name == "vla_mpc/policy":
+            if st.name == POLICY_STATUS_NAME:
                 node_side.append({kv.key: kv.value for kv in st.values})
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)

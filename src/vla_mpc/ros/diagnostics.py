@@ -14,7 +14,11 @@ from typing import Any
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-__all__ = ["LEVELS", "diagnostic_status", "diagnostic_array"]
+__all__ = ["LEVELS", "POLICY_STATUS_NAME", "diagnostic_status", "diagnostic_array"]
+
+#: ``DiagnosticStatus.name`` of the policy node's status (``vla_mpc.ros.policy_node``; read by
+#: ``vla_mpc.collect`` / ``eval`` and the policy benchmark).
+POLICY_STATUS_NAME = "vla_mpc/policy"
 
 #: Level names -> DiagnosticStatus level bytes.
 LEVELS = {

@@ -80,6 +80,7 @@ from vla_mpc.core.chunking import (
     INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig, Freshness, HoldReason, execution_defaults, hold_reason,
 )
 from vla_mpc.ros import conversions as cv
+from vla_mpc.ros.diagnostics import POLICY_STATUS_NAME
 from vla_mpc.ros.params import declare
 from vla_mpc.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATE_SUB_QOS, STREAM_QOS
 from vla_mpc.ros.runtime import run_node
@@ -613,7 +614,7 @@ class PolicyNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         ticks = np.diff(np.asarray(self._tick_times[-500:]))
-        st = DiagnosticStatus(name="vla_mpc/policy", hardware_id=self.spec.name)
+        st = DiagnosticStatus(name=POLICY_STATUS_NAME, hardware_id=self.spec.name)
         hold = self._hold.value if self._hold is not None else ""
         st.level = DiagnosticStatus.OK if self._active and not hold else DiagnosticStatus.WARN
         if not self._active:

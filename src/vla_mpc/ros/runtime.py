@@ -60,14 +60,12 @@ def make_executor(name: str | None = None) -> Executor:
 def spin(executor: Executor) -> None:
     """Spin ``executor`` until the context shuts down (SIGINT / SIGTERM via rclpy's handlers).
 
-    ``EventsExecutor.spin()`` does not return on a signal (ROS_ON_PIP.md), so it is spun in
-    ``spin_once`` steps of 0.1 s that check the context. Its ``spin_once`` can raise a
-    ``RuntimeError`` while the context is being shut down; that ends the spin like
-    ``ExternalShutdownException``. Any error while the context is still valid is raised.
+    Either executor is spun in ``spin_once`` steps of 0.1 s that check the context:
+    ``EventsExecutor.spin()`` does not return on a signal (ROS_ON_PIP.md). The
+    ``EventsExecutor``'s ``spin_once`` can raise a ``RuntimeError`` while the context is being shut
+    down; that ends the spin like ``ExternalShutdownException`` (the ``SingleThreadedExecutor``'s).
+    Any error while the context is still valid is raised.
     """
-    if isinstance(executor, SingleThreadedExecutor):
-        executor.spin()
-        return
     context = executor.context
     while context.ok():
         try:
