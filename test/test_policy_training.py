@@ -167,13 +167,15 @@ def keypoint_dataset(tmp_path_factory) -> Dataset:
     return Dataset.load(path)
 
 
-def test_keypoint_head_learns_where_the_target_is(keypoint_dataset, tmp_path):
+@pytest.mark.parametrize("feature_points", [0, 4])
+def test_keypoint_head_learns_where_the_target_is(keypoint_dataset, tmp_path, feature_points):
     from vla_mpc.models.checkpoint import save_policy
 
     ds = keypoint_dataset
     torch.manual_seed(0)
-    policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, **SMALL)
+    policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, feature_points=feature_points, **SMALL)
     assert policy.config.keypoint_head and len(policy.stats["keypoints"]["mean"]) == 6
+    assert policy.config.feature_points == feature_points
     text, instr = _fake_text(), _instruction_of_rows(ds)
     rng = np.random.default_rng(0)
     batch = make_policy_batch(ds, text, "train", rng, 8, instructions=instr)
@@ -192,7 +194,7 @@ def test_keypoint_head_learns_where_the_target_is(keypoint_dataset, tmp_path):
     assert kp_losses[-1] < 0.3 * kp_losses[0], kp_losses
     # the head survives a checkpoint round trip and reads positions in the dataset's units
     back = load_policy(tmp_path / "run" / "last").eval()
-    assert back.config.keypoint_head
+    assert back.config.keypoint_head and back.config.feature_points == feature_points
     rows = np.array([e * ROWS + 5 for e in range(EPISODES)])  # one row per episode: six targets
     z = back.encode(torch.from_numpy(np.ascontiguousarray(ds.frames[rows])),
                     torch.from_numpy(np.stack([text[i] for i in instr[rows]])))

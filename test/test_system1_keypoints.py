@@ -264,13 +264,42 @@ def test_train_cli_keypoints_mode(tmp_path, spec):
     with pytest.raises(ValueError, match="exclude each other"):
         main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad2"), "--steps", "1", "--init",
               str(out / "last"), "--system1-only", "--system2-only"])
-    from vla_mpc.training.policy import with_new_system1
+    # a fresh System 2 with feature points for the trained System 1: System 1 exactly as it was
+    out5 = tmp_path / "points"
+    assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out5), "--steps", "2", "--batch-size", "4",
+                 "--init", str(out / "last"), "--system2-only", "--feature-points", "3"]) == 0
+    points = load_policy(out5 / "last")
+    assert points.config.feature_points == 3 and points.system2.points.num_points == 3
+    after = points.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in system1)
+    assert any(k.startswith("system2.points.") for k in after)
+    with pytest.raises(ValueError, match="need --system2-only"):
+        main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad3"), "--steps", "1", "--init",
+              str(out / "last"), "--feature-points", "3"])
+    from vla_mpc.training.policy import with_new_system1, with_new_system2
 
     with pytest.raises(ValueError, match="not System 1 sizes"):
         with_new_system1(policy, d_model=64)
-    with pytest.raises(ValueError, match="--system1-only needs --init"):
+    with pytest.raises(ValueError, match="not System 2 fields"):
+        with_new_system2(policy, expert_width=64)
+    with pytest.raises(ValueError, match="a 'latent' System 1"):
+        with_new_system2(_policy(spec, "latent"), feature_points=2)
+    fresh = with_new_system2(policy, feature_points=2)
+    kept = fresh.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in policy.state_dict().items() if k.startswith("system1."))
+    assert not torch.equal(policy.state_dict()["system2.queries"], kept["system2.queries"])  # re-initialised
+    with pytest.raises(ValueError, match="--system1-only needs --system1-condition keypoints"):
         main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad"), "--steps", "1", "--system1-only",
-              "--action-mode", "ee", "--system1-condition", "keypoints"])
+              "--action-mode", "ee"])
+    # System 1 alone from scratch (it never reads System 2); each summary says what its run trained
+    out6 = tmp_path / "s1_fresh"
+    assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out6), "--steps", "2", "--system1-only",
+                 "--action-mode", "ee", "--system1-condition", "keypoints", "--system1-batch-size", "16"]) == 0
+    summaries = {o.name: json.loads((o / "train_summary.json").read_text()) for o in (out, out2, out3, out4, out5, out6)}
+    assert {k: (v["trained"], v["fresh"], "init" in v) for k, v in summaries.items()} == {
+        "run": (["system1", "system2"], ["system1", "system2"], False),
+        "s1": (["system1"], [], True), "wide": (["system1"], ["system1"], True), "s2": (["system2"], [], True),
+        "points": (["system2"], ["system2"], True), "s1_fresh": (["system1"], ["system1", "system2"], False)}
 
 
 def test_a_batch_without_images_trains_system1_alone(spec):

@@ -18,7 +18,9 @@
   "steps_world_model", "source_policy", "source_world_model"}``: from ``train_summary.json``
   (written by ``vla_mpc.training.loop``) in the checkpoint directory or its parent; a staged run
   (``train policy|world_model --init``) adds the minutes and steps of the run it started from, following
-  the summaries' ``init`` fields (``stages`` counts them). Checkpoints:
+  the summaries' ``init`` fields (``stages`` counts them), as long as the model still holds that
+  stage's work (:func:`staged_cost`: a stage whose system a later stage started afresh is not
+  counted). Checkpoints:
   ``VLA_MPC_POLICY_CHECKPOINT`` / ``VLA_MPC_WORLD_MODEL_CHECKPOINT``, else the shipped
   ``checkpoints/panda/policy`` and ``checkpoints/panda/world_model`` under the share directory.
 
@@ -92,30 +94,54 @@ def train_summary(checkpoint: Path) -> tuple[dict[str, Any] | None, Path | None]
     return None, None
 
 
+#: The parts of a policy a training stage may train or start afresh (``train_summary.json``'s
+#: ``trained`` / ``fresh``, written by ``train policy``).
+SYSTEMS = ("system1", "system2")
+
+
 def staged_cost(checkpoint: Path, max_stages: int = 10) -> tuple[float, int, int, list[str]]:
     """Minutes and steps of ``checkpoint``'s training plus every earlier stage it was initialised
     from (``init`` in ``train_summary.json``; a relative ``init`` is taken from the summary's
-    folder, as in a shipped checkpoint that carries its earlier stages' summaries).
+    folder, as in a shipped checkpoint that carries its earlier stages' summaries) whose work the
+    model still holds.
+
+    A policy stage's summary may say which systems it ``trained`` and which it started ``fresh``
+    (re-initialised: ``train policy`` without ``--init``, or with ``--expert-width`` /
+    ``--feature-points`` on an ``--init``). Walking from the newest stage back, a system a stage
+    started fresh drops out of the model's history: an earlier stage counts only if it trained a
+    system that is still in it. So a fresh System 2 trained for a kept System 1 costs its own
+    minutes plus System 1's stages, not the System 2 stages it replaced. A summary without these
+    fields (world models, older policies) trained everything and starts fresh only without
+    ``init``.
 
     Returns:
-        (minutes, steps, stages, notes); ``stages`` is 0 when ``checkpoint`` has no summary.
-        An ``init`` whose summary is missing, or a cycle, ends the chain with a note.
+        (minutes, steps, stages counted, notes); ``stages`` is 0 when ``checkpoint`` has no
+        summary. An ``init`` whose summary is missing, or a cycle, ends the chain with a note; a
+        stage whose work was replaced is named in a note.
     """
-    minutes, steps, stages, notes, seen = 0.0, 0, 0, [], set()
+    minutes, steps, stages, walked, notes, seen = 0.0, 0, 0, 0, [], set()
+    live = set(SYSTEMS)  # systems whose earlier training is still in the model
     ckpt: Path | None = checkpoint
-    while ckpt is not None and stages < max_stages:
+    while ckpt is not None and walked < max_stages:
         summary, path = train_summary(ckpt)
         if summary is None:
-            if stages:
-                notes.append(f"stage {stages + 1}: no train_summary.json in {ckpt} or its parent (not counted)")
+            if walked:
+                notes.append(f"stage {walked + 1}: no train_summary.json in {ckpt} or its parent (not counted)")
             break
         if path.resolve() in seen:
             notes.append(f"init cycle at {path}")
             break
         seen.add(path.resolve())
-        minutes += float(summary["minutes"])
-        steps += int(summary.get("steps") or 0)
-        stages += 1
+        walked += 1
+        trained = set(summary.get("trained", SYSTEMS))
+        if trained & live:
+            minutes += float(summary["minutes"])
+            steps += int(summary.get("steps") or 0)
+            stages += 1
+        else:
+            notes.append(f"{path} not counted: that stage trained {sorted(trained)}, which a later stage "
+                         f"started afresh")
+        live -= set(summary.get("fresh", () if summary.get("init") else SYSTEMS))
         init = Path(summary["init"]) if summary.get("init") else None
         ckpt = init if init is None or init.is_absolute() else path.parent / init  # shipped: relative
     return minutes, steps, stages, notes

@@ -113,6 +113,11 @@ class PolicyConfig:
             embeddings of its object and goal phrases (:func:`vla_mpc.models.text.
             instruction_phrases`; a sentence embedding does not say which colour is the object
             and which the destination).
+        feature_points: 0 (default), or N > 0: ``z``'s last token is System 2's read-out of N
+            instruction-conditioned spatial soft-argmax points on the CNN's stride-8 features
+            (:class:`~vla_mpc.models.vlm.FeaturePoints`; Levine et al. 2016), so the keypoint head
+            on ``z`` gets positions finer than the transformer's 16 px cells. Needs
+            ``latent_tokens`` >= 2.
     """
 
     robot: str
@@ -141,6 +146,7 @@ class PolicyConfig:
     keypoint_condition: bool = False
     system1_condition: str = "latent"
     text_tokens: int = 1
+    feature_points: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(str(j) for j in self.joint_names))
@@ -186,7 +192,9 @@ class PolicyConfig:
         if not (isinstance(self.keypoint_weight, (int, float)) and not isinstance(self.keypoint_weight, bool)
                 and math.isfinite(self.keypoint_weight) and self.keypoint_weight >= 0):
             raise ValueError(f"PolicyConfig.keypoint_weight must be a finite number >= 0, got {self.keypoint_weight!r}")
-        for name in ("rtc_frozen_steps", "augment_shift"):
+        if self.feature_points and self.latent_tokens < 2:
+            raise ValueError(f"PolicyConfig.feature_points needs latent_tokens >= 2, got {self.latent_tokens}")
+        for name in ("rtc_frozen_steps", "augment_shift", "feature_points"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"PolicyConfig.{name} must be an int >= 0, got {v!r}")
@@ -299,7 +307,7 @@ class DualSystemPolicy(nn.Module):
         self.config = config
         self.stats = {k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in stats.items()}
         self.system2 = CompactVLM(len(c.cameras), c.image_size, c.vision_width, c.d_model, c.vlm_layers,
-                                  c.vlm_heads, c.latent_tokens, c.latent_dim, c.text_tokens)
+                                  c.vlm_heads, c.latent_tokens, c.latent_dim, c.text_tokens, c.feature_points)
         extra = NUM_TASK_KEYPOINTS * 3 if c.keypoint_condition else 0
         extra += len(TASK_KINDS) if c.task_head else 0
         s1_tokens = 0 if c.system1_condition == "keypoints" else c.latent_tokens  # read-outs only

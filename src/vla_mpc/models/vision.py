@@ -149,13 +149,18 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(chans[i], chans[i + 1], k, stride=2, padding=k // 2),
                        nn.GroupNorm(8, chans[i + 1]), nn.GELU()]
         self.net = nn.Sequential(*layers)
+        #: channels and side of the stride-8 feature map (:meth:`forward` ``return_features``)
+        self.feature_channels, self.feature_grid = chans[3], image_size // 8
         self.grid = image_size // 16
         self.num_tokens = self.grid * self.grid
         self.proj = nn.Linear(chans[-1], out_dim)
         self.pos = nn.Parameter(torch.randn(1, self.num_tokens, out_dim) * 0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, (S/16)^2, out_dim)."""
-        f = self.net(x)  # [B, C, S/16, S/16]
-        tokens = f.flatten(2).transpose(1, 2)  # [B, G*G, C]
-        return self.proj(tokens) + self.pos
+    def forward(self, x: torch.Tensor, return_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> tokens (B, (S/16)^2, out_dim); with ``return_features`` also the
+        stride-8 feature map (B, 4 width, S/8, S/8) (after the third convolution's GELU)."""
+        mid = self.net[:9](x)  # three conv + norm + GELU stages: [B, 4w, S/8, S/8]
+        f = self.net[9:](mid)  # [B, C, S/16, S/16]
+        tokens = self.proj(f.flatten(2).transpose(1, 2)) + self.pos  # [B, G*G, out_dim]
+        return (tokens, mid) if return_features else tokens

@@ -9,6 +9,13 @@ the query positions, layer-normed and projected, are ``z`` (latent_tokens, laten
 read-out follows Perceiver-style latent queries (Jaegle et al. 2021) and GR00T N1's / Helix's
 fixed-size latent handed from the slow to the fast system. Trained end to end with System 1
 through ``z`` (the sentence model stays frozen). No rclpy here.
+
+With ``feature_points`` > 0, ``z``'s last token is not a query output but a read-out of
+:class:`FeaturePoints`: the expected image positions of text-conditioned soft-argmax maps over the
+CNN's stride-8 features (the spatial softmax of Levine et al. 2016, "End-to-end training of deep
+visuomotor policies", Sec. 4.1, with the maps' keys compared against instruction-dependent queries).
+The transformer sees 16 px cells; the feature points are continuous, so a linear head on ``z``
+can read where the named object is to a fraction of a cell.
 """
 
 from __future__ import annotations
@@ -19,7 +26,58 @@ from torch import nn
 from vla_mpc.models.text import TEXT_DIM
 from vla_mpc.models.vision import ConvEncoder
 
-__all__ = ["CompactVLM"]
+__all__ = ["CompactVLM", "FeaturePoints"]
+
+
+class FeaturePoints(nn.Module):
+    """Text-conditioned spatial soft-argmax: feature maps + instruction -> feature points.
+
+    For each of ``num_points`` points, an instruction-dependent query (a linear map of the frozen
+    sentence embeddings) is compared with a 1x1-convolution key at every cell; the softmax over the
+    cells, at a learned temperature, weights the cells' centres into an expected position (x, y) in
+    [-1, 1] (image frame, x right, y down) and their 1x1-convolution values into a feature. That is
+    the spatial softmax of Levine et al. 2016 (Sec. 4.1), which turns a map into coordinates
+    without a resolution limit of its grid; the queries make the points follow the instruction's
+    object instead of a fixed channel.
+
+    Args:
+        channels: feature-map channels C.
+        grid: feature-map side G (square maps).
+        text_dim: width of the flattened text input (text_tokens x 384).
+        num_points: points per map P, >= 1.
+        key_dim: query / key width.
+        value_dim: value width per point.
+
+    Shapes:
+        ``forward(features (B, C, G, G) float32, text (B, text_dim) float32)`` ->
+        (points (B, P, 2 + value_dim), attention (B, P, G, G), rows summing to 1).
+    """
+
+    def __init__(self, channels: int, grid: int, text_dim: int, num_points: int = 8, key_dim: int = 32,
+                 value_dim: int = 8) -> None:
+        super().__init__()
+        if num_points < 1:
+            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        self.num_points, self.key_dim, self.grid = int(num_points), int(key_dim), int(grid)
+        self.key = nn.Conv2d(channels, key_dim, 1)
+        self.value = nn.Conv2d(channels, value_dim, 1)
+        self.query = nn.Linear(text_dim, num_points * key_dim)
+        self.log_temperature = nn.Parameter(torch.zeros(()))  # Levine et al.'s learned alpha
+        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2.0 - 1.0  # cell centres in [-1, 1]
+        yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("cell_xy", torch.stack([xx.flatten(), yy.flatten()], dim=1), persistent=False)
+
+    def forward(self, features: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = features.shape
+        if h != self.grid or w != self.grid:
+            raise ValueError(f"expected ({self.grid}, {self.grid}) feature maps, got ({h}, {w})")
+        keys = self.key(features).flatten(2)  # [B, K, G*G]
+        values = self.value(features).flatten(2).transpose(1, 2)  # [B, G*G, V]
+        queries = self.query(text).view(b, self.num_points, self.key_dim)  # [B, P, K]
+        logits = torch.bmm(queries, keys) * (self.log_temperature.exp() / self.key_dim ** 0.5)
+        attention = logits.softmax(dim=-1)  # [B, P, G*G]
+        points = torch.cat([attention @ self.cell_xy, attention @ values], dim=-1)  # [B, P, 2 + V]
+        return points, attention.view(b, self.num_points, h, w)
 
 
 class CompactVLM(nn.Module):
@@ -34,11 +92,18 @@ class CompactVLM(nn.Module):
         heads: attention heads.
         latent_tokens / latent_dim: shape of ``z``.
         text_tokens: text embeddings per instruction (1 or 3, :data:`~vla_mpc.models.text.TEXT_TOKEN_COUNTS`).
+        feature_points: 0, or :class:`FeaturePoints` per camera whose MLP read-out is ``z``'s last
+            token (module docstring; needs ``latent_tokens`` >= 2).
     """
 
     def __init__(self, num_cameras: int, image_size: int, vision_width: int, d_model: int, layers: int,
-                 heads: int, latent_tokens: int, latent_dim: int, text_tokens: int = 1) -> None:
+                 heads: int, latent_tokens: int, latent_dim: int, text_tokens: int = 1,
+                 feature_points: int = 0) -> None:
         super().__init__()
+        if feature_points < 0 or feature_points and latent_tokens < 2:
+            raise ValueError(f"feature_points must be >= 0 and needs latent_tokens >= 2, got {feature_points} "
+                             f"(latent_tokens {latent_tokens})")
+        self.feature_points = int(feature_points)
         self.text_tokens = int(text_tokens)
         if self.text_tokens > 1:  # which role each text token holds (sentence, object, goal)
             self.text_role = nn.Parameter(torch.randn(self.text_tokens, d_model) * 0.02)
@@ -53,6 +118,15 @@ class CompactVLM(nn.Module):
         self.out = nn.Linear(d_model, latent_dim)
         self.num_cameras = num_cameras
         self.latent_tokens = latent_tokens
+        if self.feature_points:
+            v = self.vision
+            value_dim = 8
+            self.points = FeaturePoints(v.feature_channels, v.feature_grid, self.text_tokens * TEXT_DIM,
+                                        self.feature_points, value_dim=value_dim)
+            width = num_cameras * self.feature_points * (2 + value_dim) + d_model
+            self.point_readout = nn.Sequential(nn.Linear(width, 4 * latent_dim), nn.GELU(),
+                                               nn.Linear(4 * latent_dim, 4 * latent_dim), nn.GELU(),
+                                               nn.Linear(4 * latent_dim, latent_dim))
 
     def forward(self, images: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Latent for a batch.
@@ -62,7 +136,8 @@ class CompactVLM(nn.Module):
             text_emb: (B, text_tokens, 384) float32 sentence embeddings ((B, 384) when text_tokens is 1).
 
         Returns:
-            z: (B, latent_tokens, latent_dim) float32.
+            z: (B, latent_tokens, latent_dim) float32; with ``feature_points`` its last token is
+            the feature points' read-out.
 
         Raises:
             ValueError: a camera count or text token count that does not match.
@@ -77,7 +152,10 @@ class CompactVLM(nn.Module):
         text = self.text_proj(text_emb)  # [B, T, D]
         if self.text_tokens > 1:
             text = text + self.text_role
-        vis = self.vision(images.flatten(0, 1))  # [B*N, G*G, D]
+        if self.feature_points:
+            vis, features = self.vision(images.flatten(0, 1), return_features=True)  # [B*N, G*G, D], [B*N, C, g, g]
+        else:
+            vis = self.vision(images.flatten(0, 1))  # [B*N, G*G, D]
         vis = vis.view(b, n, vis.shape[1], vis.shape[2]) + self.camera_embed  # [B, N, G*G, D]
         tokens = torch.cat([
             self.queries.expand(b, -1, -1),               # [B, Tz, D]
@@ -85,4 +163,10 @@ class CompactVLM(nn.Module):
             vis.flatten(1, 2),                             # [B, N*G*G, D]
         ], dim=1)
         h = self.encoder(tokens)[:, : self.latent_tokens]  # [B, Tz, D]
-        return self.out(self.out_norm(h))
+        z = self.out(self.out_norm(h))
+        if not self.feature_points:
+            return z
+        flat_text = text_emb.flatten(1).repeat_interleave(n, dim=0)  # [B*N, T*384], per camera
+        points, _ = self.points(features, flat_text)  # [B*N, P, 2 + V]
+        point_token = self.point_readout(torch.cat([points.reshape(b, -1), text.mean(dim=1)], dim=1))
+        return torch.cat([z[:, :-1], point_token[:, None]], dim=1)  # the last token: the feature points

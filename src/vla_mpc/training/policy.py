@@ -357,6 +357,40 @@ def with_new_system1(policy: DualSystemPolicy, **sizes: int) -> DualSystemPolicy
     return fresh.train(policy.training)
 
 
+def with_new_system2(policy: DualSystemPolicy, **fields: Any) -> DualSystemPolicy:
+    """``policy`` with a freshly initialised System 2 and heads (``system2``, ``keypoint_head``,
+    ``task_head``) built with the System 2 ``fields`` changed (e.g. ``feature_points``): System 1
+    and the statistics are kept, so ``train policy --system2-only`` can train another System 2
+    for a trained System 1 that reads only the heads' read-outs (``system1_condition =
+    "keypoints"``, where System 1 never saw System 2's latent).
+
+    Raises:
+        ValueError: a field outside :data:`SYSTEM2_FIELDS`, a value ``PolicyConfig`` refuses, or a
+            policy whose System 1 reads ``z`` (``system1_condition = "latent"``).
+    """
+    bad = sorted(set(fields) - set(SYSTEM2_FIELDS))
+    if bad:
+        raise ValueError(f"not System 2 fields: {bad} (allowed {SYSTEM2_FIELDS})")
+    if not policy.config.task_head:
+        raise ValueError("a fresh System 2 needs a System 1 that reads only its read-outs (system1_condition "
+                         "'keypoints'); a 'latent' System 1 was trained on the old System 2's z")
+    fresh = DualSystemPolicy(dataclasses.replace(policy.config, **fields), policy.stats)
+    kept = {k: v for k, v in policy.state_dict().items() if k.startswith("system1.")}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    if unexpected or any(k.startswith("system1.") for k in missing):
+        raise ValueError(f"cannot carry System 1 over: unexpected {unexpected}, missing "
+                         f"{[k for k in missing if k.startswith('system1.')]}")
+    return fresh.train(policy.training)
+
+
+#: The two systems, as ``train_summary.json``'s ``trained`` / ``fresh`` name them.
+SYSTEMS = ("system1", "system2")
+
+#: PolicyConfig fields :func:`with_new_system2` may change.
+SYSTEM2_FIELDS = ("feature_points", "augment_shift", "vision_width", "d_model", "vlm_layers", "vlm_heads",
+                  "latent_tokens", "latent_dim", "text_tokens", "keypoint_weight")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m vla_mpc.train policy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, type=Path, nargs="+",
@@ -396,16 +430,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="what System 1 reads: 'latent' (default: all of z) or 'keypoints' (only System 2's "
                          "read-outs of z: the task keypoints and kind; System 1 then trains on the dataset's "
                          "keypoints, no frames; needs a dataset with keypoints)")
-    ap.add_argument("--text-tokens", type=int, choices=(1, 3), default=1,
+    ap.add_argument("--text-tokens", type=int, choices=(1, 3), default=None,
                     help="System 2's text input: 1 (default: the instruction's sentence embedding) or 3 (also its "
                          "object and goal phrases' embeddings, which bind colours to roles; not yet measured better, "
-                         "README)")
+                         "README). With --init and --system2-only: a fresh System 2 with this input")
     ap.add_argument("--system1-batch-size", type=int, default=256,
                     help="System 1 rows per step with --system1-condition keypoints (default 256)")
     ap.add_argument("--system1-only", action="store_true",
-                    help="with --init of a '--system1-condition keypoints' checkpoint: train System 1 alone on the "
-                         "datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a DAgger "
-                         "round)")
+                    help="with --system1-condition keypoints (or --init of such a checkpoint): train System 1 alone "
+                         "on the datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a "
+                         "DAgger round)")
     ap.add_argument("--system2-only", action="store_true",
                     help="with --system1-condition keypoints: train System 2 and its keypoint and task heads "
                          "alone (System 1 untouched, no action rows); then --system1-only --init trains System 1, "
@@ -419,6 +453,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="System 2's random-shift augmentation range [px] (DrQ; 0 = off; default: the --init "
                          "checkpoint's, else the PolicyConfig's 4); saved in the checkpoint's config, where it also "
                          "caps the test-time shift averaging (LearnedSystem2)")
+    ap.add_argument("--feature-points", type=int, default=None,
+                    help="System 2's instruction-conditioned spatial soft-argmax points read into z's last token "
+                         "(PolicyConfig.feature_points; default 0 = none; 8 in the shipped Franka policy, README). "
+                         "With --init and --system2-only: a fresh System 2 with this many points for the "
+                         "checkpoint's System 1")
     ap.add_argument("--max-start-gap", type=float, default=DEFAULT_MAX_START_GAP,
                     help=f"drop rows whose action chunk starts more than this [rad] from the row's measured "
                          f"positions (a chunk paired with another instant's state; default {DEFAULT_MAX_START_GAP}, "
@@ -458,6 +497,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         if len(rows["train"]) == 0:
             raise ValueError("no training row's chunk starts at its measured positions (see --max-start-gap)")
     sizes = {k: int(opt[k]) for k in ("expert_width", "expert_blocks") if opt.get(k) is not None}
+    fresh = set(SYSTEMS) if opt["init"] is None else set()  # systems this run starts from scratch
     if opt["init"] is not None:
         from vla_mpc.models.checkpoint import load_policy
 
@@ -467,19 +507,29 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                              "on the checkpoint's System 2)")
         if sizes:
             policy = with_new_system1(policy, **sizes)
+            fresh.add("system1")
+        new_system2 = {k: int(opt[k]) for k in ("feature_points", "text_tokens") if opt.get(k) is not None}
+        if new_system2:
+            if not opt["system2_only"]:
+                raise ValueError("--feature-points / --text-tokens with --init need --system2-only (a fresh System 2 "
+                                 "on the checkpoint's System 1)")
+            policy = with_new_system2(policy, **new_system2)
+            fresh.add("system2")
         if opt.get("augment_shift") is not None:
             policy.config = dataclasses.replace(policy.config, augment_shift=int(opt["augment_shift"]))
     else:
         policy = build_policy(ds.meta, ds.proprio, ds.actions, ds.keypoints, sampler=opt["sampler"],
                               action_mode=opt["action_mode"], stats_rows=rows["train"],
                               keypoint_condition=bool(opt["keypoint_condition"] and ds.keypoints is not None),
-                              system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"], **sizes,
+                              system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"] or 1, **sizes,
                               **({} if opt.get("augment_shift") is None else {"augment_shift": int(opt["augment_shift"])}),
+                              **({} if opt.get("feature_points") is None else {"feature_points": int(opt["feature_points"])}),
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     if opt["system1_only"] and opt["system2_only"]:
         raise ValueError("--system1-only and --system2-only exclude each other")
-    if opt["system1_only"] and (opt["init"] is None or not policy.config.task_head):
-        raise ValueError("--system1-only needs --init of a policy trained with --system1-condition keypoints")
+    if opt["system1_only"] and not policy.config.task_head:
+        raise ValueError("--system1-only needs --system1-condition keypoints (or --init of a policy trained with "
+                         "it): System 1 then learns from the rows' keypoints, without System 2")
     if opt["system2_only"] and not policy.config.task_head:
         raise ValueError("--system2-only needs --system1-condition keypoints (System 1 then reads only the "
                          "heads' read-outs)")
@@ -563,9 +613,15 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     counts = policy.num_parameters()
     print(f"policy: {counts['total']:,} parameters (System 2 {counts['system2']:,}, System 1 {counts['system1']:,}); "
           f"sampler {policy.config.sampler}; {len(rows['train'])} train rows", flush=True)
+    # what this run trained and what it started afresh: bench learning counts a stage's minutes
+    # only while the model still holds its work (bench.learning.staged_cost)
+    trained = ["system1"] if opt["system1_only"] else ["system2"] if opt["system2_only"] else list(SYSTEMS)
+    summary_extra = {"trained": trained, "fresh": sorted(fresh)}
+    if opt["init"] is not None:
+        summary_extra["init"] = str(Path(opt["init"]).resolve())
     result = train(policy, make_batch, Path(opt["out"]), config,
                    save=lambda m, p: save_policy(m, p, extra=extra), resume=bool(opt["resume"]),
-                   summary_extra={"init": str(Path(opt["init"]).resolve())} if opt["init"] is not None else None)
+                   summary_extra=summary_extra)
     print(json.dumps({"steps": result.steps, "minutes": round(result.minutes, 2), "train_loss": result.train_loss,
                       "val_loss": result.val_loss, "out": str(result.out_dir)}), flush=True)
     return 0
