@@ -267,9 +267,10 @@ def test_train_cli_keypoints_mode(tmp_path, spec):
     # a fresh System 2 with feature points for the trained System 1: System 1 exactly as it was
     out5 = tmp_path / "points"
     assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out5), "--steps", "2", "--batch-size", "4",
-                 "--init", str(out / "last"), "--system2-only", "--feature-points", "3"]) == 0
+                 "--init", str(out / "last"), "--system2-only", "--feature-points", "3", "--text-tokens", "3"]) == 0
     points = load_policy(out5 / "last")
     assert points.config.feature_points == 3 and points.system2.points.num_points == 3
+    assert points.config.text_tokens == 3 and policy.config.text_tokens == 1
     after = points.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in system1)
     assert any(k.startswith("system2.points.") for k in after)

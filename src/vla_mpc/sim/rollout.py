@@ -395,10 +395,10 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
         privileged_readouts: System 1 gets the true keypoints and kind (:class:`PrivilegedReadouts`);
             the output then says ``"privileged_readouts": true``.
         system1_seed: seeds System 1's sampling noise (reset to it at every episode). A flow
-            policy's success on a layout depends on its noise: the shipped Franka checkpoint
+            policy's success on a layout depends on its noise: session 10's Franka checkpoint
             solved 45, 33 and 42 of the 50 evaluation reach layouts with seeds 0, 1 and 2 (safety
-            filter on; one System 2 view), 48-50 with the true keypoints. Compare checkpoints
-            over several seeds.
+            filter on; one System 2 view), 48-50 with the true keypoints; session 11's (System 2
+            with feature points, 9 views) 49, 44 and 50. Compare checkpoints over several seeds.
 
     Returns:
         ``{"robot", "checkpoint", "episodes", "seed_start", "system1_seed", "sr": {kind: float},
