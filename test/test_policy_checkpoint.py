@@ -134,3 +134,20 @@ def test_joint_names_must_match_the_robot(saved):
     assert s2 is None
     s1 = make_s1()
     assert s1.infer(np.zeros((4, 16), np.float32), np.zeros(3)).shape == (8, 3)
+
+
+def test_the_shipped_franka_policy_is_what_the_benchmarks_and_budget_say():
+    """``checkpoints/panda/policy`` loads for the Panda's joints, has the System 2 that
+    ``bench policy`` times, and its training (the stages whose work it holds) fits the 30 min."""
+    from pathlib import Path
+
+    from vla_mpc.bench.learning import staged_cost
+    from vla_mpc.bench.policy import FEATURE_POINTS
+    from vla_mpc.core.robot_model import load_robot_spec
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "panda" / "policy"
+    policy = load_policy(shipped, expected_joint_names=load_robot_spec("panda").joint_names)
+    c = policy.config
+    assert c.feature_points == FEATURE_POINTS and c.system1_condition == "keypoints" and c.action_mode == "ee"
+    minutes, _, stages, notes = staged_cost(shipped)
+    assert 0 < minutes <= 30.0 and stages == 2 and len(notes) == 2  # two replaced System 2 stages

@@ -3,7 +3,8 @@
 Rows (one dict each):
 
 * ``system2``: ``s2_latency_ms_p50`` / ``p99`` -- the built-in System 2 (:class:`LearnedSystem2`,
-  default :class:`PolicyConfig`, random weights: timing does not depend on training) on one
+  default :class:`PolicyConfig` with the shipped Franka policy's ``feature_points``
+  (:data:`FEATURE_POINTS`), random weights: timing does not depend on training) on one
   224x224 RGB frame + an instruction, end to end (resize to 96 px, CNN, transformer; the MiniLM
   embedding is cached per instruction, so a repeated instruction costs a dictionary look-up; the
   first encoding of a new one is reported as ``text_first_ms``).
@@ -67,10 +68,14 @@ def _pcts(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
+#: System 2's feature points in the shipped Franka policy (``checkpoints/panda/policy``, session 11).
+FEATURE_POINTS = 8
+
+
 def bench_system2(repeats: int = 40) -> dict:
     from vla_mpc.core.robot_model import load_robot_spec
 
-    pol = _policy("panda", load_robot_spec("panda").joint_names)
+    pol = _policy("panda", load_robot_spec("panda").joint_names, feature_points=FEATURE_POINTS)
     enc = TextEncoder()
     s2 = LearnedSystem2(pol, enc)
     img = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
@@ -91,7 +96,8 @@ def bench_system2(repeats: int = 40) -> dict:
     n = pol.num_parameters()
     return {"name": "system2", "s2_latency_ms_p50": p50, "s2_latency_ms_p99": p99, "text_first_ms": text_first_ms,
             "text_model_load_s": load_s, "system2_parameters": n["system2"], "image": "224x224 -> 96",
-            "latent_shape": list(s2.latent_shape), "shift_average_px": s2.shift_average_px,
+            "latent_shape": list(s2.latent_shape), "feature_points": pol.config.feature_points,
+            "shift_average_px": s2.shift_average_px,
             "views": 9 if s2.shift_average_px else 1, "torch_threads": torch.get_num_threads(),
             "load_avg_1min": os.getloadavg()[0],
             "notes": f"{repeats} calls, repeated instruction (embedding cached)"}
