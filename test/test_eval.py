@@ -344,3 +344,24 @@ def test_bench_learning_reads_newest_learned_results_and_summaries(tmp_path: Pat
     rows = learning.run()
     assert [r["name"] for r in rows] == ["learned_policy", "training"]
     assert rows[0]["source"] == str(path) and rows[1]["train_minutes_world_model"] == 12.0
+    # several evaluations: each task from the first that ran it, cc and jerk weighted by episodes
+    reach_only = tmp_path / "reach50.json"
+    reach_only.write_text(json.dumps({"policy": "learned", "robot": "panda", "mode": "vla", "checkpoint": "new",
+                                      "per_task": {"reach": {"n": 50, "sr": 0.92, "cc_mean": 0.02, "jerk_mean": 178.0},
+                                                   "all": {"n": 50, "sr": 0.92, "cc_mean": 0.02, "jerk_mean": 178.0}}}))
+    other = tmp_path / "others10.json"
+    other.write_text(json.dumps({"policy": "learned", "robot": "panda", "mode": "vla", "checkpoint": "new",
+                                 "per_task": {"reach": {"n": 10, "sr": 0.1, "cc_mean": 9.0, "jerk_mean": 1.0},
+                                              "push": {"n": 10, "sr": 0.2, "cc_mean": 202.0, "jerk_mean": 200.0},
+                                              "pick_place": {"n": 10, "sr": 0.0, "cc_mean": 257.0, "jerk_mean": 170.0},
+                                              "all": {"n": 30}}}))
+    monkeypatch.setenv("VLA_MPC_EVAL_RESULTS", os.pathsep.join([str(reach_only), str(other)]))
+    merged = learning.run()[0]
+    assert (merged["sr_reach"], merged["sr_push"], merged["sr_pick_place"]) == (0.92, 0.2, 0.0)
+    assert merged["episodes_per_task"] == {"reach": 50, "push": 10, "pick_place": 10}
+    assert merged["cc"] == pytest.approx((50 * 0.02 + 10 * 202.0 + 10 * 257.0) / 70)
+    assert merged["jerk"] == pytest.approx((50 * 178.0 + 10 * 200.0 + 10 * 170.0) / 70)
+    assert merged["source"] == [str(reach_only), str(other)] and merged["checkpoint"] == ["new"]
+    monkeypatch.setenv("VLA_MPC_EVAL_RESULTS", str(tmp_path / "absent.json"))
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        learning.run()

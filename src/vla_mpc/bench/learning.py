@@ -9,7 +9,8 @@
 * ``{"name": "learned_policy", "sr_reach", "sr_push", "sr_pick_place", "cc", "cc_per_task",
   "episodes_per_kind", "mode", "checkpoint", "source": <results.json read>}``: from the newest
   ``results.json`` of a learned-policy evaluation (``python -m vla_mpc.eval --policy learned``).
-  Where it looks, in order: ``VLA_MPC_EVAL_RESULTS`` (a results.json path); else the newest
+  Where it looks, in order: ``VLA_MPC_EVAL_RESULTS`` (one results.json path, or several joined by
+  ``os.pathsep``: each task from the first that ran it, :func:`merge_learned_rows`); else the newest
   (modification time) ``output/eval-*/results.json`` with ``"policy": "learned"`` under the
   current directory and the repository root. With ``VLA_MPC_BENCH_RUN_EVAL=N`` it first runs a
   fresh N-episodes-per-kind evaluation of the policy checkpoint (below) through the ROS graph and
@@ -78,9 +79,51 @@ def learned_row(results: dict[str, Any], source: str) -> dict[str, Any]:
     row["cc_per_task"] = {k: v.get("cc_mean") for k, v in per.items() if k != "all"}
     row["time_to_success_s"] = {k: v.get("time_to_success_mean") for k, v in per.items() if k != "all"}
     row["jerk"] = per.get("all", {}).get("jerk_mean")
+    row["episodes_per_task"] = {k: v.get("n") for k, v in per.items() if k != "all"}
+    row["jerk_per_task"] = {k: v.get("jerk_mean") for k, v in per.items() if k != "all"}
     if results.get("error"):
         row["note"] = f"evaluation stopped early: {results['error']}"
     return row
+
+
+def merge_learned_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One learned-policy row from the rows of several evaluations (e.g. 50 reach episodes in one
+    run, push and pick_place in another): each task's figures come from the first row that has
+    the task; ``cc`` and ``jerk`` are the episode-weighted means over the tasks taken;
+    ``source`` / ``checkpoint`` list every row used.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("merge_learned_rows needs at least one row")
+    if len(rows) == 1:
+        return rows[0]
+    out: dict[str, Any] = {"name": "learned_policy", "robot": rows[0].get("robot"), "policy": rows[0].get("policy"),
+                           "mode": rows[0].get("mode"), "checkpoint": [], "source": [], "episodes_per_task": {},
+                           "cc_per_task": {}, "time_to_success_s": {}, "jerk_per_task": {}}
+    for kind in EVAL_KINDS:
+        out[f"sr_{kind}"] = None
+        for row in rows:
+            if kind in row.get("episodes_per_task", {}):
+                out[f"sr_{kind}"] = row.get(f"sr_{kind}")
+                for key in ("episodes_per_task", "cc_per_task", "time_to_success_s", "jerk_per_task"):
+                    out[key][kind] = row.get(key, {}).get(kind)
+                for key in ("checkpoint", "source"):
+                    if row.get(key) not in out[key]:
+                        out[key].append(row.get(key))
+                break
+    n = {k: v for k, v in out["episodes_per_task"].items() if v}
+
+    def weighted(per: dict[str, Any]) -> float | None:
+        terms = [(per[k], n[k]) for k in n if per.get(k) is not None]
+        return sum(v * w for v, w in terms) / sum(w for _, w in terms) if terms else None
+
+    out["cc"], out["jerk"] = weighted(out["cc_per_task"]), weighted(out["jerk_per_task"])
+    notes = [r["note"] for r in rows if r.get("note")]
+    if notes:
+        out["note"] = "; ".join(notes)
+    return out
 
 
 def train_summary(checkpoint: Path) -> tuple[dict[str, Any] | None, Path | None]:
@@ -188,6 +231,7 @@ def run() -> list[dict[str, Any]]:
         rows.append(expert_row(n_expert))
     policy_ckpt = default_checkpoint("policy")
     n_eval = int(os.environ.get("VLA_MPC_BENCH_RUN_EVAL", "0"))
+    paths: list[Path] = []
     if n_eval > 0:
         import time
 
@@ -195,13 +239,18 @@ def run() -> list[dict[str, Any]]:
 
         out = Path("output") / time.strftime("eval-learned-vla-%Y%m%d-%H%M%S")
         evaluation.run(ROBOT, EVAL_KINDS, n_eval, "learned", "vla", out, checkpoint=policy_ckpt)
-        path: Path | None = out / evaluation.RESULTS_FILE
+        paths = [out / evaluation.RESULTS_FILE]
     elif os.environ.get("VLA_MPC_EVAL_RESULTS"):
-        path = Path(os.environ["VLA_MPC_EVAL_RESULTS"])
+        paths = [Path(p) for p in os.environ["VLA_MPC_EVAL_RESULTS"].split(os.pathsep) if p]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"VLA_MPC_EVAL_RESULTS names no file at {missing}")
     else:
-        path = find_latest_results({Path.cwd(), _share()})
-    if path is not None and path.is_file():
-        rows.append(learned_row(json.loads(path.read_text()), str(path)))
+        latest = find_latest_results({Path.cwd(), _share()})
+        paths = [latest] if latest is not None else []
+    paths = [p for p in paths if p.is_file()]
+    if paths:
+        rows.append(merge_learned_rows([learned_row(json.loads(p.read_text()), str(p)) for p in paths]))
     else:
         rows.append({"name": "learned_policy", **{f"sr_{k}": None for k in EVAL_KINDS}, "cc": None,
                      "note": "no learned-policy results.json found (run python -m vla_mpc.eval --policy learned "

@@ -160,7 +160,8 @@ class ConvEncoder(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> tokens (B, (S/16)^2, out_dim); with ``return_features`` also the
         stride-8 feature map (B, 4 width, S/8, S/8) (after the third convolution's GELU)."""
-        mid = self.net[:9](x)  # three conv + norm + GELU stages: [B, 4w, S/8, S/8]
-        f = self.net[9:](mid)  # [B, C, S/16, S/16]
+        split = 3 * 3  # three stages of (conv, norm, GELU) reach stride 8
+        mid = self.net[:split](x)  # [B, 4w, S/8, S/8]
+        f = self.net[split:](mid)  # [B, C, S/16, S/16]
         tokens = self.proj(f.flatten(2).transpose(1, 2)) + self.pos  # [B, G*G, out_dim]
         return (tokens, mid) if return_features else tokens

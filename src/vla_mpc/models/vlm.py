@@ -59,6 +59,7 @@ class FeaturePoints(nn.Module):
         if num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {num_points}")
         self.num_points, self.key_dim, self.grid = int(num_points), int(key_dim), int(grid)
+        self.point_dim = 2 + int(value_dim)  # (x, y) and the value of each point
         self.key = nn.Conv2d(channels, key_dim, 1)
         self.value = nn.Conv2d(channels, value_dim, 1)
         self.query = nn.Linear(text_dim, num_points * key_dim)
@@ -120,10 +121,9 @@ class CompactVLM(nn.Module):
         self.latent_tokens = latent_tokens
         if self.feature_points:
             v = self.vision
-            value_dim = 8
             self.points = FeaturePoints(v.feature_channels, v.feature_grid, self.text_tokens * TEXT_DIM,
-                                        self.feature_points, value_dim=value_dim)
-            width = num_cameras * self.feature_points * (2 + value_dim) + d_model
+                                        self.feature_points)
+            width = num_cameras * self.feature_points * self.points.point_dim + d_model
             self.point_readout = nn.Sequential(nn.Linear(width, 4 * latent_dim), nn.GELU(),
                                                nn.Linear(4 * latent_dim, 4 * latent_dim), nn.GELU(),
                                                nn.Linear(4 * latent_dim, latent_dim))
