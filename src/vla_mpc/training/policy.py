@@ -347,13 +347,20 @@ def with_new_system1(policy: DualSystemPolicy, **sizes: int) -> DualSystemPolicy
     bad = sorted(set(sizes) - set(SYSTEM1_SIZE_FIELDS))
     if bad:
         raise ValueError(f"not System 1 sizes: {bad} (allowed {SYSTEM1_SIZE_FIELDS})")
-    config = dataclasses.replace(policy.config, **sizes)
-    fresh = DualSystemPolicy(config, policy.stats)
-    kept = {k: v for k, v in policy.state_dict().items() if not k.startswith("system1.")}
-    missing, unexpected = fresh.load_state_dict(kept, strict=False)
-    if unexpected or any(not k.startswith("system1.") for k in missing):  # a layout this code does not know
-        raise ValueError(f"cannot carry System 2 over: unexpected {unexpected}, missing "
-                         f"{[k for k in missing if not k.startswith('system1.')]}")
+    return _rebuilt(policy, sizes, keep_system1=False)
+
+
+def _rebuilt(policy: DualSystemPolicy, fields: dict[str, Any], keep_system1: bool) -> DualSystemPolicy:
+    """A new policy with ``fields`` of the config changed and the statistics kept, carrying over
+    System 1's weights (``keep_system1``) or everything else's (System 2 and its heads); the other
+    part starts fresh. Raises ValueError when the kept part's layout does not match."""
+    fresh = DualSystemPolicy(dataclasses.replace(policy.config, **fields), policy.stats)
+    in_kept = lambda k: k.startswith("system1.") == keep_system1  # noqa: E731
+    missing, unexpected = fresh.load_state_dict({k: v for k, v in policy.state_dict().items() if in_kept(k)},
+                                                strict=False)
+    if unexpected or any(in_kept(k) for k in missing):  # a layout this code does not know
+        raise ValueError(f"cannot carry System {1 if keep_system1 else 2} over: unexpected {unexpected}, missing "
+                         f"{[k for k in missing if in_kept(k)]}")
     return fresh.train(policy.training)
 
 
@@ -374,13 +381,7 @@ def with_new_system2(policy: DualSystemPolicy, **fields: Any) -> DualSystemPolic
     if not policy.config.task_head:
         raise ValueError("a fresh System 2 needs a System 1 that reads only its read-outs (system1_condition "
                          "'keypoints'); a 'latent' System 1 was trained on the old System 2's z")
-    fresh = DualSystemPolicy(dataclasses.replace(policy.config, **fields), policy.stats)
-    kept = {k: v for k, v in policy.state_dict().items() if k.startswith("system1.")}
-    missing, unexpected = fresh.load_state_dict(kept, strict=False)
-    if unexpected or any(k.startswith("system1.") for k in missing):
-        raise ValueError(f"cannot carry System 1 over: unexpected {unexpected}, missing "
-                         f"{[k for k in missing if k.startswith('system1.')]}")
-    return fresh.train(policy.training)
+    return _rebuilt(policy, fields, keep_system1=True)
 
 
 #: The two systems, as ``train_summary.json``'s ``trained`` / ``fresh`` name them.
