@@ -255,3 +255,55 @@ def test_limit_threads_sets_torch_and_blas_pools():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="threads"):
             limit_threads(bad)
+
+
+def test_targets_below_the_safety_floor_slide_along_it(panda):
+    """``tcp_floor``: a chunk aimed 3 cm under the monitor's table limit is raised onto the floor
+    (its horizontal motion kept), so the monitor's Cartesian check passes it instead of braking;
+    a chunk above the floor is unchanged. The floor is the monitor's own limit plus the margin."""
+    from vla_mpc.core.safety import SafetyFilter
+    from vla_mpc.models.ee_actions import TCP_FLOOR_MARGIN, tcp_floor_from_spec
+
+    spec, free = panda
+    floor = tcp_floor_from_spec(spec)
+    block = spec.safety["cartesian"]
+    tcp_sphere = next(s for s in block["spheres"] if s["link"] == spec.ee_link)
+    assert floor == pytest.approx(block["table_height"] + block["clearance"] + tcp_sphere["radius"]
+                                  + TCP_FLOOR_MARGIN)
+    floored = EndEffectorActions(free.model, tcp_floor=floor)
+    model = free.model
+    q0 = np.asarray(spec.home, np.float64)
+    q_low = model.ik(model.fk(q0)[:3, 3] * [1.0, 1.0, 0.0] + [0.1, 0.0, floor + 0.01], model.fk(q0)[:3, :3], q0=q0).q
+    p0 = model.fk(q_low)[:3, 3]
+    f = np.zeros((1, 6, floored.dim))
+    f[0, :, 0] = np.linspace(0.01, 0.06, 6)  # forward 6 cm ...
+    f[0, :, 2] = np.linspace(-0.01, -0.04, 6)  # ... and down 4 cm: through the floor
+    f[0, :, 6:] = 0.0
+    low = free.to_joint_targets(q_low[None], f)[0]
+    kept = floored.to_joint_targets(q_low[None], f)[0]
+    z_free, z_kept = model.fk_positions(low)[:, 2], model.fk_positions(kept)[:, 2]
+    assert z_free.min() < floor - 0.02 and z_kept.min() == pytest.approx(floor, abs=1e-3)
+    np.testing.assert_allclose(model.fk_positions(kept)[:, 0] - p0[0], f[0, :, 0], atol=1e-3)
+    # the monitor passes the floored chunk and brakes the other
+    for chunk, braked in ((kept, False), (low, True)):
+        safety = SafetyFilter.from_spec(spec, 0.01)
+        safety.reset(q_low)
+        kinds = set()
+        for k, target in enumerate(np.linspace(q_low, chunk[-1], 200)):
+            safety.observe_joint_state(target, 0.01 * k)
+            _, verdict = safety.filter(safety.joint_names, target, 0.01 * k, target, now_s=0.01 * k)
+            kinds.update(verdict.kinds)
+        assert ("cartesian" in kinds) == braked, kinds
+    f_up = f.copy()
+    f_up[0, :, 2] = 0.0
+    np.testing.assert_allclose(floored.to_joint_targets(q_low[None], f_up), free.to_joint_targets(q_low[None], f_up))
+    assert tcp_floor_from_spec(type("NoSafety", (), {"safety": {}, "ee_link": "x"})()) is None
+    with pytest.raises(ValueError, match="tcp_floor must be finite"):
+        EndEffectorActions(model, tcp_floor=float("nan"))
+
+
+def test_an_ee_policy_aims_above_the_safety_floor(panda):
+    spec, _ = panda
+    from vla_mpc.models.ee_actions import tcp_floor_from_spec
+
+    assert _ee_policy(panda).ee_actions.tcp_floor == tcp_floor_from_spec(spec)

@@ -142,12 +142,13 @@ def test_the_shipped_franka_policy_is_what_the_benchmarks_and_budget_say():
     from pathlib import Path
 
     from vla_mpc.bench.learning import staged_cost
-    from vla_mpc.bench.policy import FEATURE_POINTS
+    from vla_mpc.bench.policy import FEATURE_POINTS, SYSTEM1_STATE
     from vla_mpc.core.robot_model import load_robot_spec
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "panda" / "policy"
     policy = load_policy(shipped, expected_joint_names=load_robot_spec("panda").joint_names)
     c = policy.config
     assert c.feature_points == FEATURE_POINTS and c.system1_condition == "keypoints" and c.action_mode == "ee"
+    assert c.system1_state == SYSTEM1_STATE
     minutes, _, stages, notes = staged_cost(shipped)
-    assert 0 < minutes <= 30.0 and stages == 2 and len(notes) == 2  # two replaced System 2 stages
+    assert 0 < minutes <= 30.0 and stages == 2 and len(notes) == 3  # replaced: two System 2 stages, one System 1

@@ -279,7 +279,7 @@ def test_train_cli_keypoints_mode(tmp_path, spec):
               str(out / "last"), "--feature-points", "3"])
     from vla_mpc.training.policy import with_new_system1, with_new_system2
 
-    with pytest.raises(ValueError, match="not System 1 sizes"):
+    with pytest.raises(ValueError, match="not System 1 fields"):
         with_new_system1(policy, d_model=64)
     with pytest.raises(ValueError, match="not System 2 fields"):
         with_new_system2(policy, expert_width=64)

@@ -71,6 +71,9 @@ def _pcts(ms: list[float]) -> tuple[float, float]:
 #: System 2's feature points in the shipped Franka policy (``checkpoints/panda/policy``, session 11).
 FEATURE_POINTS = 8
 
+#: How the shipped Franka policy's System 1 sees the robot (``PolicyConfig.system1_state``, session 12).
+SYSTEM1_STATE = "cartesian"
+
 
 def bench_system2(repeats: int = 40) -> dict:
     from vla_mpc.core.robot_model import load_robot_spec
@@ -134,9 +137,10 @@ def bench_system1(dof: int, label: str, repeats: int = 300) -> dict:
 
 
 def bench_system1_ee(repeats: int = 200) -> dict:
-    """System 1 of the Franka policy as trained (``action_mode="ee"`` with ``keypoint_condition``):
-    the flow-matching sample plus forward kinematics of the inputs and the damped least-squares
-    IK that turns the chunk's tool poses into joint targets (:mod:`vla_mpc.models.ee_actions`)."""
+    """System 1 of the Franka policy as shipped (``action_mode="ee"``, System 1 on the keypoints and
+    the task kind, :data:`SYSTEM1_STATE`): the flow-matching sample plus forward kinematics of the
+    inputs and the damped least-squares IK that turns the chunk's tool poses into joint targets
+    (:mod:`vla_mpc.models.ee_actions`)."""
     from vla_mpc.core.robot_model import load_robot_spec
 
     spec = load_robot_spec("panda")
@@ -146,7 +150,8 @@ def bench_system1_ee(repeats: int = 200) -> dict:
              "keypoints": {"mean": [0.5, 0.0, 0.05, 0.5, 0.1, 0.05], "std": [0.1] * 6}}
     torch.manual_seed(0)
     pol = DualSystemPolicy(PolicyConfig(robot="panda", joint_names=spec.joint_names, action_mode="ee",
-                                        keypoint_head=True, keypoint_condition=True), stats).eval()
+                                        keypoint_head=True, keypoint_condition=True, system1_condition="keypoints",
+                                        system1_state=SYSTEM1_STATE), stats).eval()
     s1 = LearnedSystem1(pol)
     z = np.random.default_rng(0).standard_normal((pol.config.latent_tokens, pol.config.latent_dim))
     q, v = np.asarray(spec.home, dtype=np.float64), np.zeros(a)
@@ -156,8 +161,9 @@ def bench_system1_ee(repeats: int = 200) -> dict:
             "num_inference_steps": pol.config.num_inference_steps, **rows,
             "system1_parameters": pol.num_parameters()["system1"], "torch_threads": torch.get_num_threads(),
             "load_avg_1min": os.getloadavg()[0],
-            "notes": f"{repeats} chunks, batch 1, keypoint_condition on; includes FK + per-step DLS IK "
-                     "(3 iterations per step); _rtc = with an 8-step committed prefix"}
+            "system1_state": pol.config.system1_state,
+            "notes": f"{repeats} chunks, batch 1, System 1 on the keypoints and task kind; includes FK + per-step "
+                     "DLS IK (3 iterations per step); _rtc = with an 8-step committed prefix"}
 
 
 # ------------------------------------------------------------------------------- chunk joining

@@ -32,9 +32,37 @@ import math
 
 import numpy as np
 
-__all__ = ["EndEffectorActions", "rotation_log", "rotation_exp"]
+__all__ = ["EndEffectorActions", "TCP_FLOOR_MARGIN", "rotation_log", "rotation_exp", "tcp_floor_from_spec"]
 
 _POSE_DIM = 6
+
+#: Height kept above the safety monitor's table limit for ``ee_link`` by :func:`tcp_floor_from_spec`
+#: [m]: a target on the floor itself would pass the monitor only until the arm's tracking error
+#: dips it by a millimetre.
+TCP_FLOOR_MARGIN = 0.002
+
+
+def tcp_floor_from_spec(spec, margin: float = TCP_FLOOR_MARGIN) -> float | None:
+    """The lowest ``ee_link`` height [m, ``base_link``] the safety monitor lets a command reach,
+    plus ``margin``: ``table_height + clearance + r + |c|`` over the ``safety.cartesian`` spheres
+    fixed to ``ee_link`` (radius r, centre c in the link frame; :mod:`vla_mpc.core.safety_cartesian`).
+
+    Returns:
+        The floor, or None when the spec has no table or no sphere on ``ee_link``.
+
+    Raises:
+        ValueError: a malformed ``safety.cartesian`` block.
+    """
+    from vla_mpc.core.safety_cartesian import CartesianConfig
+
+    block = (getattr(spec, "safety", None) or {}).get("cartesian")
+    if not block:
+        return None
+    config = CartesianConfig.from_dict(block)
+    reach = [s.radius + float(np.linalg.norm(s.center)) for s in config.spheres if s.link == spec.ee_link]
+    if config.table_height is None or not reach:
+        return None
+    return float(config.table_height + config.clearance + max(reach) + margin)
 
 
 def rotation_log(R: np.ndarray) -> np.ndarray:
@@ -86,14 +114,23 @@ class EndEffectorActions:
         iterations: DLS iterations per chunk step (each a forward-kinematics pass and a Jacobian).
         damping: DLS damping lambda [m, rad].
         max_step: largest joint change per iteration [rad] (2-norm).
+        tcp_floor: lowest ``ee_link`` height [m, ``base_link``] :meth:`to_joint_targets` aims at
+            (:func:`tcp_floor_from_spec`: the safety monitor's table limit), or None (no floor).
+            A target below it is raised onto it, so a sampled chunk that dips toward the table
+            slides along it: the monitor brakes (holds) a command that would cross its limit,
+            which stalled learned pushes at their stroke height (4 mm above the limit).
 
     Attributes:
         dim: feature size, 6 + (n - n_arm).
     """
 
-    def __init__(self, model, iterations: int = 3, damping: float = 1e-2, max_step: float = 0.2) -> None:
+    def __init__(self, model, iterations: int = 3, damping: float = 1e-2, max_step: float = 0.2,
+                 tcp_floor: float | None = None) -> None:
         if iterations < 1 or damping <= 0 or max_step <= 0:
             raise ValueError("EndEffectorActions: iterations >= 1, damping > 0 and max_step > 0 required")
+        if tcp_floor is not None and not math.isfinite(tcp_floor):
+            raise ValueError(f"EndEffectorActions: tcp_floor must be finite or None, got {tcp_floor!r}")
+        self.tcp_floor = None if tcp_floor is None else float(tcp_floor)
         self.model = model
         spec = model.spec
         self.n, self.n_arm = spec.n_joints, spec.n_arm
@@ -179,7 +216,8 @@ class EndEffectorActions:
     def to_joint_targets(self, q: np.ndarray, features: np.ndarray, committed: np.ndarray | None = None) -> np.ndarray:
         """Joint-target chunks that put ``ee_link`` at the poses ``features`` describe.
 
-        For each step k the target pose is ``p(q) + dp_k``, ``exp(w_k) R_home``; the arm joints
+        For each step k the target pose is ``p(q) + dp_k`` (its height raised to ``tcp_floor``
+        when below it), ``exp(w_k) R_home``; the arm joints
         follow it by ``iterations`` damped-least-squares steps from step k-1's solution (step 0
         from ``q``), clipped to the joint limits; the other joints take their targets clipped
         to their limits. Unreachable poses give the closest joints found, never an error.
@@ -209,6 +247,8 @@ class EndEffectorActions:
         lo, hi = self._lo[:na], self._hi[:na]
         p0, _ = self._poses(q)
         p_t = p0[:, None] + f[..., :3]
+        if self.tcp_floor is not None:
+            p_t[..., 2] = np.maximum(p_t[..., 2], self.tcp_floor)
         R_t = rotation_exp(f[..., 3:6]) @ self.home_rotation
         out = np.empty((b, h, self.n))
         out[..., na:] = np.clip(f[..., 6:], self._lo[na:], self._hi[na:])

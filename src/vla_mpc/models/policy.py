@@ -49,13 +49,24 @@ from vla_mpc.models.vision import images_to_tensor, random_shift
 from vla_mpc.models.vlm import CompactVLM
 from vla_mpc.sim.tasks import NUM_TASK_KEYPOINTS, TASK_KINDS
 
-__all__ = ["ACTION_MODES", "ACTION_STATS_GROUP", "SYSTEM1_CONDITIONS", "PolicyConfig", "DualSystemPolicy",
-           "delta_action_stats", "validate_stats"]
+__all__ = ["ACTION_MODES", "ACTION_STATS_GROUP", "SYSTEM1_CONDITIONS", "SYSTEM1_STATES", "PolicyConfig",
+           "DualSystemPolicy", "delta_action_stats", "isotropic_xy_stats", "validate_stats", "yaw_rotation"]
 
 ACTION_MODES = ("delta", "absolute", "ee")
 
 #: What System 1 is conditioned on (``PolicyConfig.system1_condition``).
 SYSTEM1_CONDITIONS = ("latent", "keypoints")
+
+#: How System 1 sees the robot's state (``PolicyConfig.system1_state``).
+SYSTEM1_STATES = ("joints", "cartesian")
+
+#: Scale of the tool centre point's velocity System 1 receives with ``system1_state = "cartesian"``
+#: [m/s]: the scripted expert's tool moves at up to about 0.3 m/s, so the input stays O(1).
+TCP_VELOCITY_SCALE = 0.25
+
+#: Step of the finite difference that gives the tool's velocity from the joint velocities [s]
+#: (``p(q + h v) - p(q)) / h``; its error is O(h) times the tool's acceleration, < 1 mm/s here).
+_TCP_VELOCITY_STEP = 0.01
 
 #: The statistics group each action_mode normalises with.
 ACTION_STATS_GROUP = {"delta": "action_delta", "absolute": "action", "ee": "action_ee"}
@@ -118,6 +129,19 @@ class PolicyConfig:
             (:class:`~vla_mpc.models.vlm.FeaturePoints`; Levine et al. 2016), so the keypoint head
             on ``z`` gets positions finer than the transformer's 16 px cells. Needs
             ``latent_tokens`` >= 2.
+        system1_state: how System 1 sees the robot. ``"joints"`` (default): every joint's
+            normalised position and velocity. ``"cartesian"``: no arm joint position at all; the
+            tool centre point's velocity (``base_link``, / :data:`TCP_VELOCITY_SCALE`), its
+            orientation as a rotation vector from the home pose's, and the other joints'
+            (gripper) normalised positions and velocities, beside the end-effector-relative
+            keypoints and the task kind. Everything System 1 then reads about positions is
+            relative to the tool, so a policy cannot tell two layouts apart by where the arm is
+            (a System 1 on joint positions can fit its ~100 training layouts per task and miss
+            new ones), and a rotation of the scene about ``base_link``'s z axis rotates its
+            inputs and its action's position part alike: training may then rotate both
+            (``s1_yaw`` in :meth:`DualSystemPolicy.loss`; ``train policy --yaw-augment``), so
+            one push direction's demonstrations teach the others. Needs
+            ``system1_condition = "keypoints"`` and ``action_mode = "ee"``.
     """
 
     robot: str
@@ -147,6 +171,7 @@ class PolicyConfig:
     system1_condition: str = "latent"
     text_tokens: int = 1
     feature_points: int = 0
+    system1_state: str = "joints"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(str(j) for j in self.joint_names))
@@ -192,6 +217,11 @@ class PolicyConfig:
         if not (isinstance(self.keypoint_weight, (int, float)) and not isinstance(self.keypoint_weight, bool)
                 and math.isfinite(self.keypoint_weight) and self.keypoint_weight >= 0):
             raise ValueError(f"PolicyConfig.keypoint_weight must be a finite number >= 0, got {self.keypoint_weight!r}")
+        if self.system1_state not in SYSTEM1_STATES:
+            raise ValueError(f"PolicyConfig.system1_state must be one of {SYSTEM1_STATES}, got {self.system1_state!r}")
+        if self.system1_state == "cartesian" and (self.system1_condition != "keypoints" or self.action_mode != "ee"):
+            raise ValueError("PolicyConfig.system1_state 'cartesian' needs system1_condition 'keypoints' and "
+                             f"action_mode 'ee', got {self.system1_condition!r} and {self.action_mode!r}")
         if self.feature_points and self.latent_tokens < 2:
             raise ValueError(f"PolicyConfig.feature_points needs latent_tokens >= 2, got {self.latent_tokens}")
         for name in ("rtc_frozen_steps", "augment_shift", "feature_points"):
@@ -224,6 +254,42 @@ class PolicyConfig:
         if missing:
             raise ValueError(f"PolicyConfig lacks required key(s) {missing}")
         return cls(**d)
+
+
+def yaw_rotation(yaw: torch.Tensor) -> torch.Tensor:
+    """Rotations about ``base_link``'s z axis: yaw (B,) [rad] -> (B, 3, 3) float32."""
+    c, s = torch.cos(yaw.float()), torch.sin(yaw.float())
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    return torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1),
+                        torch.stack([zero, zero, one], -1)], dim=1)
+
+
+def isotropic_xy_stats(group: dict) -> dict:
+    """End-effector action statistics (``stats["action_ee"]``) made invariant to rotations about z.
+
+    Under random yaw rotations (``PolicyConfig.system1_state = "cartesian"``, ``s1_yaw``) the
+    position part's x and y mix, so their normalisation must not depend on the axis: mean 0 and
+    one std, the root of the mean second moment of x and y. Orientation and gripper entries are
+    kept (the tool's orientation does not turn with the scene).
+
+    Args:
+        group: ``{"mean": [dim], "std": [dim], ...}`` with dim >= 6 (position first).
+
+    Returns:
+        A copy with entries 0 and 1 of ``mean`` / ``std`` replaced (other keys dropped: ``min`` /
+        ``max`` no longer describe the rotated data).
+
+    Raises:
+        ValueError: fewer than 3 entries.
+    """
+    mean, std = [float(x) for x in group["mean"]], [float(x) for x in group["std"]]
+    if len(mean) < 3 or len(std) != len(mean):
+        raise ValueError(f"expected end-effector statistics with >= 3 entries, got {len(mean)} / {len(std)}")
+    second = [m * m + sd * sd for m, sd in zip(mean[:2], std[:2])]
+    r = math.sqrt(sum(second) / 2.0)
+    mean[0] = mean[1] = 0.0
+    std[0] = std[1] = max(r, 1e-3)
+    return {"mean": mean, "std": std}
 
 
 def delta_action_stats(proprio: np.ndarray, actions: np.ndarray, max_rows: int = 200_000) -> dict:
@@ -297,11 +363,12 @@ class DualSystemPolicy(nn.Module):
         self._kinematics_lock = threading.Lock()  # one pinocchio Data, shared by every System 1 thread
         if c.keypoint_condition or c.action_mode == "ee":
             from vla_mpc.core.robot_model import RobotModel, load_robot_spec
-            from vla_mpc.models.ee_actions import EndEffectorActions
+            from vla_mpc.models.ee_actions import EndEffectorActions, tcp_floor_from_spec
 
-            self._robot_model = RobotModel(load_robot_spec(c.robot))
-            if c.action_mode == "ee":
-                self._ee = EndEffectorActions(self._robot_model)
+            spec = load_robot_spec(c.robot)
+            self._robot_model = RobotModel(spec)
+            if c.action_mode == "ee":  # chunks never aim the tool below the safety monitor's table limit
+                self._ee = EndEffectorActions(self._robot_model, tcp_floor=tcp_floor_from_spec(spec))
         self.output_dim = self._ee.dim if self._ee is not None else a
         validate_stats(stats, config, self.output_dim)
         self.config = config
@@ -311,7 +378,10 @@ class DualSystemPolicy(nn.Module):
         extra = NUM_TASK_KEYPOINTS * 3 if c.keypoint_condition else 0
         extra += len(TASK_KINDS) if c.task_head else 0
         s1_tokens = 0 if c.system1_condition == "keypoints" else c.latent_tokens  # read-outs only
-        self.system1 = ActionExpert(s1_tokens, c.latent_dim, 2 * a + extra, c.chunk_size, self.output_dim,
+        self._n_arm = self._robot_model.spec.n_arm if self._robot_model is not None else a
+        # "cartesian": tool velocity (3), tool orientation (3), the other joints' positions and velocities
+        state = 6 + 2 * (a - self._n_arm) if c.system1_state == "cartesian" else 2 * a
+        self.system1 = ActionExpert(s1_tokens, c.latent_dim, state + extra, c.chunk_size, self.output_dim,
                                     c.expert_width, c.expert_blocks, c.cond_dim)
         group = ACTION_STATS_GROUP[c.action_mode]
         t = lambda g, k: torch.tensor(stats[g][k], dtype=torch.float32)  # noqa: E731
@@ -340,13 +410,17 @@ class DualSystemPolicy(nn.Module):
         return (proprio - self.proprio_mean) / self.proprio_std
 
     def system1_input(self, z: torch.Tensor, proprio: torch.Tensor, keypoints: torch.Tensor | None = None,
-                      task_kind: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      task_kind: torch.Tensor | None = None,
+                      yaw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """System 1's inputs: the latent part and the state part.
 
-        The state part is the normalised proprio (B, 2A), plus with ``keypoint_condition`` the
-        keypoints minus the end-effector position, / ``KEYPOINT_REL_SCALE`` (B, 6), plus with
-        ``system1_condition = "keypoints"`` the task kind one-hot (B, len(TASK_KINDS)). The latent
-        part is ``z`` (``"latent"``) or an empty (B, 0, Dz) (``"keypoints"``).
+        The state part is the normalised proprio (B, 2A) (``system1_state = "cartesian"``:
+        instead the tool's velocity / ``TCP_VELOCITY_SCALE`` (3), its orientation as a rotation
+        vector from the home pose's [rad] (3) and the non-arm joints' normalised positions and
+        velocities), plus with ``keypoint_condition`` the keypoints minus the end-effector
+        position, / ``KEYPOINT_REL_SCALE`` (B, 6), plus with ``system1_condition = "keypoints"``
+        the task kind one-hot (B, len(TASK_KINDS)). The latent part is ``z`` (``"latent"``) or
+        an empty (B, 0, Dz) (``"keypoints"``).
 
         Args:
             z: (B, Tz, Dz) latent.
@@ -355,23 +429,52 @@ class DualSystemPolicy(nn.Module):
                 on the dataset's keypoints), or None.
             task_kind: (B,) int64 indices into ``TASK_KINDS`` to use instead of ``task_head``'s
                 arg-max, or None.
+            yaw: (B,) [rad] rotation of the scene about ``base_link``'s z applied to the
+                Cartesian inputs (the relative keypoints and the tool's velocity; training
+                augmentation, ``"cartesian"`` only), or None.
 
         Returns:
-            (latent part (B, Tz or 0, Dz), state part (B, 2A [+ 6] [+ len(TASK_KINDS)])).
+            (latent part (B, Tz or 0, Dz), state part (B, state + [6] [+ len(TASK_KINDS)])).
+
+        Raises:
+            ValueError: ``yaw`` for a policy whose System 1 reads joint positions.
         """
         c = self.config
         p = self.normalize_proprio(proprio)
         z_in = z[:, :0] if c.system1_condition == "keypoints" else z
         if not c.keypoint_condition:
             return z_in, p
+        cartesian = c.system1_state == "cartesian"
+        if yaw is not None and not cartesian:
+            raise ValueError("yaw rotations need system1_state 'cartesian' (joint positions do not rotate)")
         with torch.no_grad():
             if keypoints is None:
                 keypoints = self.keypoint_head(z.detach().flatten(1)) * self.keypoint_std + self.keypoint_mean
             kp = keypoints.float().reshape(-1, NUM_TASK_KEYPOINTS, 3)
+            q = proprio[:, : c.action_dim].detach().double().numpy()
             with self._kinematics_lock:
-                ee = torch.from_numpy(self._robot_model.fk_positions(
-                    proprio[:, : c.action_dim].detach().double().numpy())).float()
-            parts = [p, (kp - ee[:, None, :]).flatten(1) / KEYPOINT_REL_SCALE]
+                if cartesian:
+                    T = self._robot_model.fk(q)
+                    ahead = self._robot_model.fk_positions(
+                        q + _TCP_VELOCITY_STEP * proprio[:, c.action_dim:].detach().double().numpy())
+                else:
+                    ee_np = self._robot_model.fk_positions(q)
+            if cartesian:
+                from vla_mpc.models.ee_actions import rotation_log
+
+                ee = torch.from_numpy(T[:, :3, 3]).float()
+                tcp_v = torch.from_numpy((ahead - T[:, :3, 3]) / _TCP_VELOCITY_STEP).float()
+                turn = torch.from_numpy(rotation_log(T[:, :3, :3] @ self._ee.home_rotation.T)).float()
+                rel = kp - ee[:, None, :]
+                if yaw is not None:
+                    R = yaw_rotation(yaw)
+                    rel = rel @ R.transpose(1, 2)
+                    tcp_v = (R @ tcp_v[:, :, None])[:, :, 0]
+                a, na = c.action_dim, self._n_arm
+                state = torch.cat([tcp_v / TCP_VELOCITY_SCALE, turn, p[:, na:a], p[:, a + na:]], dim=1)
+            else:
+                state, rel = p, kp - torch.from_numpy(ee_np).float()[:, None, :]
+            parts = [state, rel.flatten(1) / KEYPOINT_REL_SCALE]
             if c.task_head:
                 if task_kind is None:
                     task_kind = self.task_head(z.detach().flatten(1)).argmax(dim=1)
@@ -379,17 +482,24 @@ class DualSystemPolicy(nn.Module):
         return z_in, torch.cat(parts, dim=1)
 
     def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor,
-                          action_poses: torch.Tensor | None = None) -> torch.Tensor:
+                          action_poses: torch.Tensor | None = None, yaw: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H, A) absolute targets -> normalised System 1 rows (B, H, output_dim) (module docstring;
         ``ee``: forward kinematics of every target, ~15 µs each, no gradient, unless ``action_poses``
         (B, H, 6) gives them: :meth:`~vla_mpc.models.ee_actions.EndEffectorActions.target_poses`,
-        which training computes once per dataset row). ValueError on mismatched shapes."""
+        which training computes once per dataset row; ``yaw`` (B,) [rad] rotates the position
+        part about z, as :meth:`system1_input` rotates the inputs). ValueError on mismatched
+        shapes, or ``yaw`` outside ``action_mode = "ee"``."""
         q = proprio[:, : self.config.action_dim]
+        if yaw is not None and self._ee is None:
+            raise ValueError("yaw rotations need action_mode 'ee'")
         if self._ee is not None:
             poses = None if action_poses is None else action_poses.detach().double().numpy()
             with self._kinematics_lock:
                 f = self._ee.features(q.detach().double().numpy(), actions.detach().double().numpy(), poses)
-            return (torch.from_numpy(f).float() - self.action_mean) / self.action_std
+            f = torch.from_numpy(f).float()
+            if yaw is not None:
+                f = torch.cat([f[..., :3] @ yaw_rotation(yaw).transpose(1, 2), f[..., 3:]], dim=-1)
+            return (f - self.action_mean) / self.action_std
         base = q[:, None] if self.config.action_mode == "delta" else 0.0
         return (actions - base - self.action_mean) / self.action_std
 
@@ -447,7 +557,8 @@ class DualSystemPolicy(nn.Module):
                 ``system1_condition = "keypoints"`` also ``task_kind`` int64 (B,) (and
                 ``scene_task_kind`` (B2,)) for the task head, and System 1 learns from
                 ``s1_proprio`` (B1, 2A), ``s1_actions`` (B1, H, A), ``s1_keypoints`` (B1, 2, 3)
-                and ``s1_task_kind`` (B1,) when given (rows without frames: the dataset's
+                and ``s1_task_kind`` (B1,) (and optionally ``s1_yaw`` (B1,) [rad]: each row's
+                scene rotated about z, ``system1_state = "cartesian"`` only) when given (rows without frames: the dataset's
                 keypoints, System 2 not run), else from ``proprio``, ``actions``, ``keypoints``
                 and ``task_kind``; rows with NaN keypoints are left out of System 1's term. A
                 batch without ``images`` trains System 1 alone, one with images but neither
@@ -495,20 +606,22 @@ class DualSystemPolicy(nn.Module):
                 raise ValueError(f"system1_condition 'keypoints' trains System 1 on the batch's {missing}")
             proprio, actions = batch[pre + "proprio"].float(), batch[pre + "actions"].float()
             kp, kind = batch[pre + "keypoints"].float(), batch[pre + "task_kind"]
-            poses = batch.get(pre + "action_poses")
+            poses, yaw = batch.get(pre + "action_poses"), batch.get(pre + "yaw")
             rows = torch.isfinite(kp).flatten(1).all(dim=1)
             if not bool(rows.any()):
                 raise ValueError("no System 1 row of the batch has finite keypoints")
             if not bool(rows.all()):
                 proprio, actions, kp, kind = proprio[rows], actions[rows], kp[rows], kind[rows]
                 poses = None if poses is None else poses[rows]
-            z_in, p = self.system1_input(proprio.new_zeros((proprio.shape[0], 0, c.latent_dim)), proprio, kp, kind)
+                yaw = None if yaw is None else yaw[rows]
+            z_in, p = self.system1_input(proprio.new_zeros((proprio.shape[0], 0, c.latent_dim)), proprio, kp, kind,
+                                         yaw=yaw)
         else:
             proprio, actions = batch["proprio"].float(), batch["actions"].float()
-            poses = batch.get("action_poses")
+            poses, yaw = batch.get("action_poses"), None
             z_in, p = self.system1_input(z, proprio)
         if system1:
-            a = self.normalize_actions(actions, proprio, poses)
+            a = self.normalize_actions(actions, proprio, poses, yaw=yaw)
             if c.sampler == "flow":
                 loss = flow_matching_loss(lambda xt, t: self.system1(xt, t, z_in, p), a)
             else:

@@ -30,9 +30,11 @@ from vla_mpc.models.checkpoint import save_policy
 from vla_mpc.models.policy import (
     ACTION_MODES,
     SYSTEM1_CONDITIONS,
+    SYSTEM1_STATES,
     DualSystemPolicy,
     PolicyConfig,
     delta_action_stats,
+    isotropic_xy_stats,
 )
 
 __all__ = ["make_policy_batch", "make_system1_batch", "action_pose_table", "rows_starting_at_their_state",
@@ -178,7 +180,7 @@ def make_policy_batch(
 def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: np.random.Generator,
                        batch_size: int, *, max_latent_lag: int = DEFAULT_MAX_LATENT_LAG,
                        keypoint_noise: float = DEFAULT_KEYPOINT_NOISE,
-                       action_poses: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                       action_poses: np.ndarray | None = None, yaw_augment: bool = False) -> dict[str, torch.Tensor]:
     """Rows for System 1 alone (``system1_condition = "keypoints"``): no frame is read.
 
     System 1 then sees the dataset's task keypoints as System 2 would give them at run time: from a
@@ -192,11 +194,14 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
         rows: the rows to draw from (finite keypoints only).
         task_kinds: (N,) int64 per-row task kind indices.
         action_poses: (N, H, 6) per-row target poses (:func:`action_pose_table`), or None.
+        yaw_augment: also draw ``s1_yaw`` float32 (B,) uniform in [-pi, pi) [rad]: the loss
+            turns each row's scene by it about ``base_link``'s z (``PolicyConfig.system1_state =
+            "cartesian"``).
 
     Returns:
         ``s1_proprio`` float32 (B, 2A), ``s1_actions`` float32 (B, H, A), ``s1_keypoints`` float32
         (B, 2, 3) [m], ``s1_task_kind`` int64 (B,); with ``action_poses`` also
-        ``s1_action_poses`` float32 (B, H, 6).
+        ``s1_action_poses`` float32 (B, H, 6); with ``yaw_augment`` ``s1_yaw``.
 
     Raises:
         ValueError: no rows, or a dataset without keypoints.
@@ -216,6 +221,8 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
              "s1_task_kind": torch.from_numpy(np.asarray(task_kinds[pick], dtype=np.int64))}
     if action_poses is not None:
         batch["s1_action_poses"] = torch.from_numpy(np.asarray(action_poses[pick], dtype=np.float32))
+    if yaw_augment:
+        batch["s1_yaw"] = torch.from_numpy(rng.uniform(-math.pi, math.pi, size=batch_size).astype(np.float32))
     return batch
 
 
@@ -333,28 +340,33 @@ def build_policy(meta: dict, proprio: np.ndarray, actions: np.ndarray, keypoints
     return DualSystemPolicy(config, stats)
 
 
-SYSTEM1_SIZE_FIELDS = ("expert_width", "expert_blocks", "cond_dim")
+#: PolicyConfig fields :func:`with_new_system1` may change.
+SYSTEM1_FIELDS = ("expert_width", "expert_blocks", "cond_dim", "system1_state")
 
 
-def with_new_system1(policy: DualSystemPolicy, **sizes: int) -> DualSystemPolicy:
-    """``policy`` with a freshly initialised System 1 of other ``sizes`` (``expert_width``,
-    ``expert_blocks``, ``cond_dim``): System 2, its heads and the statistics are kept, so
-    ``train policy --system1-only`` can try a larger action expert on a trained System 2.
+def with_new_system1(policy: DualSystemPolicy, stats: dict | None = None, **fields: Any) -> DualSystemPolicy:
+    """``policy`` with a freshly initialised System 1 built with the :data:`SYSTEM1_FIELDS`
+    ``fields`` changed (its size, or ``system1_state``): System 2, its heads and the statistics
+    (or ``stats``, e.g. :func:`~vla_mpc.models.policy.isotropic_xy_stats` for yaw augmentation)
+    are kept, so ``train policy --system1-only`` can train another action expert on a trained
+    System 2.
 
     Raises:
-        ValueError: a field that is not a System 1 size, or a size ``PolicyConfig`` refuses.
+        ValueError: a field that is not a System 1 field, or a value ``PolicyConfig`` refuses.
     """
-    bad = sorted(set(sizes) - set(SYSTEM1_SIZE_FIELDS))
+    bad = sorted(set(fields) - set(SYSTEM1_FIELDS))
     if bad:
-        raise ValueError(f"not System 1 sizes: {bad} (allowed {SYSTEM1_SIZE_FIELDS})")
-    return _rebuilt(policy, sizes, keep_system1=False)
+        raise ValueError(f"not System 1 fields: {bad} (allowed {SYSTEM1_FIELDS})")
+    return _rebuilt(policy, fields, keep_system1=False, stats=stats)
 
 
-def _rebuilt(policy: DualSystemPolicy, fields: dict[str, Any], keep_system1: bool) -> DualSystemPolicy:
-    """A new policy with ``fields`` of the config changed and the statistics kept, carrying over
-    System 1's weights (``keep_system1``) or everything else's (System 2 and its heads); the other
-    part starts fresh. Raises ValueError when the kept part's layout does not match."""
-    fresh = DualSystemPolicy(dataclasses.replace(policy.config, **fields), policy.stats)
+def _rebuilt(policy: DualSystemPolicy, fields: dict[str, Any], keep_system1: bool,
+             stats: dict | None = None) -> DualSystemPolicy:
+    """A new policy with ``fields`` of the config changed and the statistics kept (or ``stats``),
+    carrying over System 1's weights (``keep_system1``) or everything else's (System 2 and its
+    heads); the other part starts fresh. Raises ValueError when the kept part's layout does not
+    match."""
+    fresh = DualSystemPolicy(dataclasses.replace(policy.config, **fields), policy.stats if stats is None else stats)
     in_kept = lambda k: k.startswith("system1.") == keep_system1  # noqa: E731
     missing, unexpected = fresh.load_state_dict({k: v for k, v in policy.state_dict().items() if in_kept(k)},
                                                 strict=False)
@@ -459,6 +471,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "(PolicyConfig.feature_points; default 0 = none; 8 in the shipped Franka policy, README). "
                          "With --init and --system2-only: a fresh System 2 with this many points for the "
                          "checkpoint's System 1")
+    ap.add_argument("--system1-state", choices=SYSTEM1_STATES, default=None,
+                    help="how System 1 sees the robot: 'joints' (default: joint positions and velocities) or "
+                         "'cartesian' (the tool's velocity and orientation, the gripper, no arm joint position; "
+                         "needs --system1-condition keypoints and --action-mode ee). With --init and "
+                         "--system1-only: a fresh System 1 of that kind on the checkpoint's System 2")
+    ap.add_argument("--yaw-augment", action="store_true",
+                    help="turn each System 1 training row's scene by a random angle about base_link's z (its "
+                         "relative keypoints, tool velocity and the action's positions alike), so one push "
+                         "direction teaches the others; needs a 'cartesian' System 1 (PolicyConfig.system1_state)")
     ap.add_argument("--max-start-gap", type=float, default=DEFAULT_MAX_START_GAP,
                     help=f"drop rows whose action chunk starts more than this [rad] from the row's measured "
                          f"positions (a chunk paired with another instant's state; default {DEFAULT_MAX_START_GAP}, "
@@ -497,17 +518,22 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                   f"measured positions (--max-start-gap)", flush=True)
         if len(rows["train"]) == 0:
             raise ValueError("no training row's chunk starts at its measured positions (see --max-start-gap)")
-    sizes = {k: int(opt[k]) for k in ("expert_width", "expert_blocks") if opt.get(k) is not None}
+    sizes: dict[str, Any] = {k: int(opt[k]) for k in ("expert_width", "expert_blocks") if opt.get(k) is not None}
+    if opt.get("system1_state") is not None:
+        sizes["system1_state"] = str(opt["system1_state"])
     fresh = set(SYSTEMS) if opt["init"] is None else set()  # systems this run starts from scratch
     if opt["init"] is not None:
         from vla_mpc.models.checkpoint import load_policy
 
         policy = load_policy(opt["init"], expected_joint_names=tuple(ds.meta["joint_names"])).train()
         if sizes and not opt["system1_only"]:
-            raise ValueError("--expert-width / --expert-blocks with --init need --system1-only (a fresh System 1 "
-                             "on the checkpoint's System 2)")
+            raise ValueError("--expert-width / --expert-blocks / --system1-state with --init need --system1-only "
+                             "(a fresh System 1 on the checkpoint's System 2)")
         if sizes:
-            policy = with_new_system1(policy, **sizes)
+            stats = None
+            if opt.get("yaw_augment") and policy.config.action_mode == "ee":
+                stats = {**policy.stats, "action_ee": isotropic_xy_stats(policy.stats["action_ee"])}
+            policy = with_new_system1(policy, stats=stats, **sizes)
             fresh.add("system1")
         new_system2 = {k: int(opt[k]) for k in ("feature_points", "text_tokens") if opt.get(k) is not None}
         if new_system2:
@@ -528,6 +554,17 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     if opt["system1_only"] and opt["system2_only"]:
         raise ValueError("--system1-only and --system2-only exclude each other")
+    if opt.get("yaw_augment"):
+        if policy.config.system1_state != "cartesian":
+            raise ValueError("--yaw-augment needs a 'cartesian' System 1 (--system1-state cartesian): joint positions "
+                             "do not turn with the scene")
+        if "system1" in fresh and opt["init"] is None:  # a fresh policy: its x / y statistics must not depend on the axis
+            policy = DualSystemPolicy(policy.config, {**policy.stats,
+                                                      "action_ee": isotropic_xy_stats(policy.stats["action_ee"])})
+        ee = policy.stats["action_ee"]
+        if ee["mean"][0] != 0.0 or ee["mean"][1] != 0.0 or ee["std"][0] != ee["std"][1]:
+            raise ValueError("--yaw-augment needs end-effector statistics that do not depend on the axis in x / y "
+                             "(a System 1 started with --yaw-augment; isotropic_xy_stats)")
     if opt["system1_only"] and not policy.config.task_head:
         raise ValueError("--system1-only needs --system1-condition keypoints (or --init of a policy trained with "
                          "it): System 1 then learns from the rows' keypoints, without System 2")
@@ -582,7 +619,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             batch = make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
                                        max_latent_lag=opt["max_latent_lag"],
                                        keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0,
-                                       action_poses=poses)
+                                       action_poses=poses, yaw_augment=bool(opt["yaw_augment"]) and split == "train")
             if split == "train":
                 perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
             return batch
@@ -597,7 +634,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             batch.update(make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
                                             max_latent_lag=opt["max_latent_lag"],
                                             keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0,
-                                            action_poses=poses))
+                                            action_poses=poses,
+                                            yaw_augment=bool(opt["yaw_augment"]) and split == "train"))
         if split == "train":
             perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
         return batch
@@ -608,6 +646,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
              "proprio_noise": opt["proprio_noise"], "max_start_gap": opt["max_start_gap"], "dropped_rows": dropped}
     if s1_rows is not None:
         extra.update(system1_batch_size=opt["system1_batch_size"], keypoint_noise=opt["keypoint_noise"],
+                     yaw_augment=bool(opt["yaw_augment"]),
                      system1_only=bool(opt["system1_only"]), system2_only=bool(opt["system2_only"]))
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
                          lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])
