@@ -44,6 +44,7 @@ from vla_mpc.models.action_expert import (
     flow_sample,
     rtc_weights,
 )
+from vla_mpc.models.ee_actions import rotation_log
 from vla_mpc.models.text import TEXT_DIM, TEXT_TOKEN_COUNTS
 from vla_mpc.models.vision import images_to_tensor, random_shift
 from vla_mpc.models.vlm import CompactVLM
@@ -460,8 +461,6 @@ class DualSystemPolicy(nn.Module):
                 else:
                     ee_np = self._robot_model.fk_positions(q)
             if cartesian:
-                from vla_mpc.models.ee_actions import rotation_log
-
                 ee = torch.from_numpy(T[:, :3, 3]).float()
                 tcp_v = torch.from_numpy((ahead - T[:, :3, 3]) / _TCP_VELOCITY_STEP).float()
                 turn = torch.from_numpy(rotation_log(T[:, :3, :3] @ self._ee.home_rotation.T)).float()
