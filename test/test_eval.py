@@ -362,6 +362,26 @@ def test_bench_learning_reads_newest_learned_results_and_summaries(tmp_path: Pat
     assert merged["cc"] == pytest.approx((50 * 0.02 + 10 * 202.0 + 10 * 257.0) / 70)
     assert merged["jerk"] == pytest.approx((50 * 178.0 + 10 * 200.0 + 10 * 170.0) / 70)
     assert merged["source"] == [str(reach_only), str(other)] and merged["checkpoint"] == ["new"]
+    # one task on disjoint seeds in two runs (with their episodes listed): pooled
+    def push_run(name: str, seeds: list[int], wins: int, cc: float, tts: float) -> Path:
+        eps = [{"kind": "push", "seed": s, "success": i < wins} for i, s in enumerate(seeds)]
+        p = tmp_path / name
+        p.write_text(json.dumps({"policy": "learned", "robot": "panda", "mode": "vla", "checkpoint": name,
+                                 "episodes": eps, "per_task": {
+                                     "push": {"n": len(seeds), "sr": wins / len(seeds), "cc_mean": cc,
+                                              "time_to_success_mean": tts, "jerk_mean": 100.0},
+                                     "all": {"n": len(seeds)}}}))
+        return p
+    first = push_run("push20.json", list(range(100000, 100020)), 15, 5.0, 14.0)
+    second = push_run("push30.json", list(range(100020, 100050)), 21, 3.0, 12.0)
+    again = push_run("push_again.json", list(range(100010, 100015)), 0, 99.0, 1.0)  # seeds already taken
+    monkeypatch.setenv("VLA_MPC_EVAL_RESULTS", os.pathsep.join(map(str, [reach_only, first, again, second])))
+    merged = learning.run()[0]
+    assert merged["episodes_per_task"] == {"reach": 50, "push": 50} and merged["sr_push"] == pytest.approx(36 / 50)
+    assert merged["cc_per_task"]["push"] == pytest.approx((20 * 5.0 + 30 * 3.0) / 50)
+    assert merged["time_to_success_s"]["push"] == pytest.approx((15 * 14.0 + 21 * 12.0) / 36)
+    assert merged["seeds_per_task"]["push"] == list(range(100000, 100050))
+    assert merged["source"] == [str(reach_only), str(first), str(second)]
     monkeypatch.setenv("VLA_MPC_EVAL_RESULTS", str(tmp_path / "absent.json"))
     with pytest.raises(FileNotFoundError, match="absent.json"):
         learning.run()

@@ -151,4 +151,4 @@ def test_the_shipped_franka_policy_is_what_the_benchmarks_and_budget_say():
     assert c.feature_points == FEATURE_POINTS and c.system1_condition == "keypoints" and c.action_mode == "ee"
     assert c.system1_state == SYSTEM1_STATE
     minutes, _, stages, notes = staged_cost(shipped)
-    assert 0 < minutes <= 30.0 and stages == 2 and len(notes) == 3  # replaced: two System 2 stages, one System 1
+    assert 0 < minutes <= 30.0 and stages == 2 and len(notes) == 4  # replaced: two System 2 stages, two System 1s

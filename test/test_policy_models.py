@@ -14,7 +14,7 @@ import torch
 from vla_mpc.models.action_expert import (ActionExpert, cosine_alpha_bar, ddim_sample, ddim_timesteps,
                                           diffusion_loss, flow_matching_loss, flow_sample, rtc_weights)
 from vla_mpc.models.base import System1Backend, System2Backend
-from vla_mpc.models.learned import LearnedSystem1, LearnedSystem2
+from vla_mpc.models.learned import RTC_PREFIX_STEPS, LearnedSystem1, LearnedSystem2
 from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig, delta_action_stats
 from vla_mpc.models.text import TextEncoder
 from vla_mpc.models.vision import resize_frame
@@ -224,6 +224,27 @@ def test_learned_backends_implement_the_interfaces_and_validate_inputs():
                 dict(z=z, proprio=q, prefix=np.zeros((2, 4))), dict(z=z, proprio=q, velocity=np.zeros(4))):
         with pytest.raises(ValueError):
             s1.infer(**bad)
+
+
+def test_learned_system1_inpaints_at_most_prefix_steps_of_the_committed_prefix():
+    """``prefix_steps`` caps the real-time-chunking prefix: a longer prefix gives exactly the chunk
+    of its first ``prefix_steps`` steps, and a cap of the whole chunk follows the later steps too."""
+    pol = _small_policy()
+    z, q = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32), np.array([0.1, -0.2, 0.3])
+    pre = np.linspace(0.0, 0.5, 6)[:, None] * np.ones((1, 3))  # the executing chunk: 6 steps
+    capped = LearnedSystem1(pol, seed=3, prefix_steps=3)
+    whole = LearnedSystem1(pol, seed=3, prefix_steps=pol.config.chunk_size)
+    assert LearnedSystem1(pol).prefix_steps == RTC_PREFIX_STEPS
+    a = capped.infer(z, q, prefix=pre)
+    capped.reset()
+    np.testing.assert_array_equal(a, capped.infer(z, q, prefix=pre[:3]))  # steps 3-5 are not read
+    b = whole.infer(z, q, prefix=pre)
+    np.testing.assert_array_equal(a[:2], b[:2])  # the frozen steps are the prefix's either way
+    # steps 3-4 lie in the soft region only for the uncapped System 1, which follows the prefix there
+    assert np.abs(b[3:5] - pre[3:5]).mean() < np.abs(a[3:5] - pre[3:5]).mean()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="prefix_steps"):
+            LearnedSystem1(pol, prefix_steps=bad)
 
 
 def test_shifted_views_shift_the_scene_with_replicated_edges():

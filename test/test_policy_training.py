@@ -260,3 +260,24 @@ def test_rows_whose_chunk_does_not_start_at_their_state_are_dropped():
     assert kept.tolist() == [5] and dropped.tolist() == [2]
     with pytest.raises(ValueError, match="max_gap"):
         rows_starting_at_their_state(ds, np.arange(n), 0.0)
+
+
+def test_dataset_kinds_keep_each_datasets_chosen_task_kinds():
+    """``--dataset-kinds``: rows of a kind their dataset may not give are dropped, others kept."""
+    from vla_mpc.training.policy import parse_dataset_kinds, rows_of_kinds
+
+    kinds = parse_dataset_kinds(["reach,pick_place", "push"], 2)
+    assert kinds == [frozenset({"reach", "pick_place"}), frozenset({"push"})]
+    assert parse_dataset_kinds(None, 3) is None and parse_dataset_kinds(["all"], 1)[0] >= {"reach", "push"}
+    for bad, n in ((["push"], 2), (["shove"], 1), ([","], 1)):
+        with pytest.raises(ValueError, match="dataset-kinds"):
+            parse_dataset_kinds(bad, n)
+    # dataset 0: rows 0-3, dataset 1: rows 4-6
+    instructions = np.array(["touch the red cube", "push the red cube forward", "put the red cube on the blue pad",
+                             "push the blue cube to the left", "push the red cube forward", "touch the red cube",
+                             "slide the green cube back"], dtype=object)
+    kept = rows_of_kinds(np.arange(7), instructions, [4, 3], kinds)
+    assert kept.tolist() == [0, 2, 4, 6]
+    assert rows_of_kinds(np.array([6, 1, 0]), instructions, [4, 3], kinds).tolist() == [6, 0]
+    with pytest.raises(ValueError, match="sizes"):
+        rows_of_kinds(np.arange(7), instructions, [4, 4], kinds)

@@ -274,7 +274,8 @@ def test_privileged_readouts_hand_system1_the_true_keypoints(panda, tmp_path) ->
 
 
 def test_learned_success_rates_seed_system1_noise(tmp_path, monkeypatch) -> None:
-    """``system1_seed`` reaches the System 1 backends (their sampling noise) and the output."""
+    """``system1_seed`` and ``rtc_prefix_steps`` reach the System 1 backends (their sampling noise,
+    the prefix they inpaint) and the output."""
     import torch
 
     import vla_mpc.models.learned as learned
@@ -294,8 +295,8 @@ def test_learned_success_rates_seed_system1_noise(tmp_path, monkeypatch) -> None
     built = []
     original = learned.load_learned_backends
 
-    def spy(checkpoint, joint_names, need_system2=True, seed=0):
-        policy, s2, make_s1 = original(checkpoint, joint_names, need_system2, seed)
+    def spy(checkpoint, joint_names, need_system2=True, seed=0, prefix_steps=learned.RTC_PREFIX_STEPS):
+        policy, s2, make_s1 = original(checkpoint, joint_names, need_system2, seed, prefix_steps)
 
         class _Text:  # keeps the test off the MiniLM model
             def encode_instruction(self, text, tokens):
@@ -303,11 +304,15 @@ def test_learned_success_rates_seed_system1_noise(tmp_path, monkeypatch) -> None
 
         def make():
             s1 = make_s1()
-            built.append(s1.seed)
+            built.append((s1.seed, s1.prefix_steps))
             return s1
         return policy, learned.LearnedSystem2(policy, _Text()), make
 
     monkeypatch.setattr(learned, "load_learned_backends", spy)
     out = learned_success_rates(str(tmp_path / "ckpt"), "panda", ["reach"], 1, config=RolloutConfig(timeout_s=0.3),
                                 image_size=32, threads=1, system1_seed=7)
-    assert built == [7] and out["system1_seed"] == 7 and out["sr"]["reach"] == 0.0
+    assert built == [(7, learned.RTC_PREFIX_STEPS)] and out["system1_seed"] == 7 and out["sr"]["reach"] == 0.0
+    assert out["rtc_prefix_steps"] == learned.RTC_PREFIX_STEPS
+    out = learned_success_rates(str(tmp_path / "ckpt"), "panda", ["reach"], 1, config=RolloutConfig(timeout_s=0.3),
+                                image_size=32, threads=1, rtc_prefix_steps=16)
+    assert built[-1] == (0, 16) and out["rtc_prefix_steps"] == 16

@@ -86,6 +86,7 @@ def test_system2_latent():
     moved = dict(OBJECTS, green_cube=OBJECTS["green_cube"] + [0.0, 0.05, 0.0])
     again = decode_latent(s2.infer({}, "push the green cube to the left", moved))
     np.testing.assert_allclose(again.goal_position, push.goal_position, atol=1e-6)
+    np.testing.assert_allclose(again.object_position, moved["green_cube"], atol=1e-6)  # the cube now
     s2.reset()
     fresh = decode_latent(s2.infer({}, "push the green cube to the left", moved))
     np.testing.assert_allclose(fresh.object_position, moved["green_cube"], atol=1e-6)
@@ -342,3 +343,34 @@ def test_state_phases_finish_a_push_from_where_the_learner_left_it():
     assert phases[-1] is Phase.DONE
     end = cube[0] + ScriptedSystem2().push_travel - c.pusher_offset
     assert s1.tcp_position(q)[0] == pytest.approx(end, abs=0.015)
+
+
+def test_push_stroke_reaims_from_where_the_cube_has_gone():
+    """Mid-stroke, the cube slips sideways: the stroke turns to run from the cube now to the goal
+    (the latent carries the cube's position now), so the pusher comes back behind its centre."""
+    s1 = ScriptedSystem1.from_robot("panda", ScriptedSystem1Config(phases="state"))
+    s2 = ScriptedSystem2()
+    instruction, cube, c = "push the red cube forward", OBJECTS["red_cube"], s1.config
+    goal = decode_latent(s2.infer({}, instruction, OBJECTS)).goal_position
+    np.testing.assert_allclose(goal, cube + [s2.push_travel, 0.0, 0.0], atol=1e-6)
+    closed = np.asarray(s1.spec.gripper.closed, dtype=np.float64)
+    tcp = cube + [0.04 - c.pusher_offset, 0.0, c.push_height]  # pushed 4 cm along y = cube's y
+    q = _q_at(s1, tcp, closed)
+    for slip, phase in ((0.008, Phase.PUSH), (0.04, Phase.PREGRASP)):
+        moved = cube + [0.04, slip, 0.0]
+        task = decode_latent(s2.infer({}, instruction, dict(OBJECTS, red_cube=moved)))
+        np.testing.assert_allclose(task.object_position, moved, atol=1e-6)
+        np.testing.assert_allclose(task.goal_position, goal, atol=1e-6)
+        s1.reset()
+        s1.infer(s2.infer({}, instruction, dict(OBJECTS, red_cube=moved)), q)
+        assert s1.phase is phase, (slip, s1.phase)
+        u = (goal - moved)[:2] / np.linalg.norm((goal - moved)[:2])
+        target, _ = s1.phase_target(task)
+        if phase is Phase.PUSH:  # the carrot lies on the line from the cube now to the goal
+            rel = (target - moved)[:2]
+            assert abs(rel[0] * u[1] - rel[1] * u[0]) < 1e-6
+            assert rel @ u > -c.pusher_offset  # ahead of the pusher's contact point
+            assert abs(target[1] - tcp[1]) > 0.001  # it moves the pusher sideways, back behind the cube
+        else:  # over the new stroke's start, behind the cube seen from the goal
+            np.testing.assert_allclose(target[:2], moved[:2] - c.push_standoff * u, atol=1e-9)
+            assert target[2] == pytest.approx(moved[2] + c.push_height + c.pregrasp_height)

@@ -81,6 +81,11 @@ def learned_row(results: dict[str, Any], source: str) -> dict[str, Any]:
     row["jerk"] = per.get("all", {}).get("jerk_mean")
     row["episodes_per_task"] = {k: v.get("n") for k, v in per.items() if k != "all"}
     row["jerk_per_task"] = {k: v.get("jerk_mean") for k, v in per.items() if k != "all"}
+    seeds: dict[str, list[int]] = {}
+    for ep in results.get("episodes") or ():
+        if isinstance(ep, dict) and ep.get("kind") in row["episodes_per_task"] and isinstance(ep.get("seed"), int):
+            seeds.setdefault(ep["kind"], []).append(ep["seed"])
+    row["seeds_per_task"] = {k: sorted(v) for k, v in seeds.items()}
     if results.get("error"):
         row["note"] = f"evaluation stopped early: {results['error']}"
     return row
@@ -89,8 +94,11 @@ def learned_row(results: dict[str, Any], source: str) -> dict[str, Any]:
 def merge_learned_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One learned-policy row from the rows of several evaluations (e.g. 50 reach episodes in one
     run, push and pick_place in another): each task's figures come from the first row that has
-    the task; ``cc`` and ``jerk`` are the episode-weighted means over the tasks taken;
-    ``source`` / ``checkpoint`` list every row used.
+    the task, pooled with any later row that ran the task on seeds none of the rows taken ran (e.g.
+    push on seeds 100000-100019 in one run and 100020-100049 in another: both rows must list their
+    seeds, ``seeds_per_task``). Pooled: SR and ``cc`` weighted by episodes, time to success by
+    successes, jerk by episodes. ``cc`` and ``jerk`` overall are the episode-weighted means over the
+    tasks; ``source`` / ``checkpoint`` list every row used.
 
     Raises:
         ValueError: no rows.
@@ -102,17 +110,46 @@ def merge_learned_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": "learned_policy", "robot": rows[0].get("robot"), "policy": rows[0].get("policy"),
                            "mode": rows[0].get("mode"), "checkpoint": [], "source": [], "episodes_per_task": {},
                            "cc_per_task": {}, "time_to_success_s": {}, "jerk_per_task": {}}
+    out["seeds_per_task"] = {}
     for kind in EVAL_KINDS:
         out[f"sr_{kind}"] = None
+        taken: list[dict[str, Any]] = []
+        seen: set[int] = set()  # seeds of the rows taken
         for row in rows:
-            if kind in row.get("episodes_per_task", {}):
-                out[f"sr_{kind}"] = row.get(f"sr_{kind}")
-                for key in ("episodes_per_task", "cc_per_task", "time_to_success_s", "jerk_per_task"):
-                    out[key][kind] = row.get(key, {}).get(kind)
-                for key in ("checkpoint", "source"):
-                    if row.get(key) not in out[key]:
-                        out[key].append(row.get(key))
-                break
+            if kind not in row.get("episodes_per_task", {}):
+                continue
+            seeds = row.get("seeds_per_task", {}).get(kind)
+            if taken and not (seen and seeds and seen.isdisjoint(seeds)):
+                continue  # the first row's seeds unknown, this row's unknown, or run before
+            taken.append(row)
+            seen |= set(seeds or ())
+            for key in ("checkpoint", "source"):
+                if row.get(key) not in out[key]:
+                    out[key].append(row.get(key))
+        if not taken:
+            continue
+        if len(taken) == 1:
+            row = taken[0]
+            out[f"sr_{kind}"] = row.get(f"sr_{kind}")
+            for key in ("episodes_per_task", "cc_per_task", "time_to_success_s", "jerk_per_task", "seeds_per_task"):
+                if kind in row.get(key, {}):
+                    out[key][kind] = row[key][kind]
+            continue
+        ns = [int(r["episodes_per_task"][kind] or 0) for r in taken]
+        srs = [r.get(f"sr_{kind}") or 0.0 for r in taken]
+        wins = [sr * n for sr, n in zip(srs, ns)]
+
+        def pooled(key: str, weights: list[float]) -> float | None:
+            terms = [(r.get(key, {}).get(kind), w) for r, w in zip(taken, weights)]
+            terms = [(v, w) for v, w in terms if v is not None and w > 0]
+            return sum(v * w for v, w in terms) / sum(w for _, w in terms) if terms else None
+
+        out["episodes_per_task"][kind] = sum(ns)
+        out[f"sr_{kind}"] = sum(wins) / sum(ns) if sum(ns) else None
+        out["cc_per_task"][kind] = pooled("cc_per_task", ns)
+        out["jerk_per_task"][kind] = pooled("jerk_per_task", ns)
+        out["time_to_success_s"][kind] = pooled("time_to_success_s", wins)
+        out["seeds_per_task"][kind] = sorted(s for r in taken for s in r["seeds_per_task"][kind])
     n = {k: v for k, v in out["episodes_per_task"].items() if v}
 
     def weighted(per: dict[str, Any]) -> float | None:

@@ -30,7 +30,7 @@ from vla_mpc.models.text import TextEncoder
 from vla_mpc.models.vision import resize_frame, shifted_views
 from vla_mpc.sim.tasks import TASK_KINDS
 
-__all__ = ["CheckpointError", "LearnedSystem2", "LearnedSystem1", "SHIFT_AVERAGE_PX", "limit_threads",
+__all__ = ["CheckpointError", "LearnedSystem2", "LearnedSystem1", "RTC_PREFIX_STEPS", "SHIFT_AVERAGE_PX", "limit_threads",
            "load_learned_backends"]
 
 #: Default test-time shift radius of :class:`LearnedSystem2` [px of the model frame]. Measured on
@@ -43,6 +43,16 @@ __all__ = ["CheckpointError", "LearnedSystem2", "LearnedSystem1", "SHIFT_AVERAGE
 #: 0.8 cm) the 9 views still help a little: push object 1.07 -> 0.93 cm median, reach top face
 #: 0.84 -> 0.77 cm.
 SHIFT_AVERAGE_PX = 2
+#: Default for :class:`LearnedSystem1`'s ``prefix_steps``: how many steps of the executing chunk a
+#: new chunk inpaints (real-time chunking, Black et al. 2025: the first ``rtc_frozen_steps`` exactly,
+#: later ones with soft weights that decay to 0). The node hands over the whole remaining overlap
+#: (10 of 16 steps at 3.33 Hz). Measured in session 13 (ROS-free, safety filter on, 20 evaluation
+#: push layouts, a System 1 trained on the re-aimed push expert's DART rows): with the soft region,
+#: System 1 kept following a plan that had stopped at a waypoint and stalled. True keypoints:
+#: 9/20 with the whole overlap, 17/20 with 4 steps, 16/20 with 2; System 2's keypoints: 7/20, 9/20
+#: (CC 19.6 per episode), 11/20 (CC 4.4). So only the frozen steps (the ones executed while System 1
+#: infers) are inpainted (README, "Session 13").
+RTC_PREFIX_STEPS = 2
 
 
 def limit_threads(n: int) -> dict[str, int]:
@@ -163,12 +173,20 @@ class LearnedSystem1:
     Args:
         policy: a loaded :class:`DualSystemPolicy` (eval mode).
         seed: seeds the sampling noise (reproducible chunks for the same inputs and call order).
+        prefix_steps: at most this many steps of a given ``prefix`` are inpainted, >= 1
+            (:data:`RTC_PREFIX_STEPS`; ``chunk_size`` or more: all of it).
+
+    Raises:
+        ValueError: ``prefix_steps`` < 1.
     """
 
-    def __init__(self, policy: DualSystemPolicy, seed: int = 0) -> None:
+    def __init__(self, policy: DualSystemPolicy, seed: int = 0, prefix_steps: int = RTC_PREFIX_STEPS) -> None:
         self.policy = policy
         c = policy.config
         self.chunk_size, self.action_dim, self.dt = c.chunk_size, c.action_dim, float(c.chunk_dt)
+        if isinstance(prefix_steps, bool) or not isinstance(prefix_steps, (int, np.integer)) or prefix_steps < 1:
+            raise ValueError(f"prefix_steps must be an integer >= 1, got {prefix_steps!r}")
+        self.prefix_steps = int(prefix_steps)
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
         self._lock = threading.Lock()
@@ -192,8 +210,8 @@ class LearnedSystem1:
         Args:
             z: (latent_tokens, latent_dim) latent.
             proprio: (action_dim,) measured positions over ``joint_names``.
-            prefix: (P, action_dim) committed targets of the chunk's first P steps (inpainted,
-                the first ``rtc_frozen_steps`` exactly), or None.
+            prefix: (P, action_dim) committed targets of the chunk's first P steps (the first
+                ``prefix_steps`` of them inpainted, the first ``rtc_frozen_steps`` exactly), or None.
             velocity: (action_dim,) measured velocities, or None (zeros).
             keypoints: (2, 3) task keypoints [m, ``base_link``] to condition on instead of those
                 System 2's head reads from ``z`` (``sim.tasks.task_keypoints``), or None.
@@ -215,7 +233,7 @@ class LearnedSystem1:
             pre = np.asarray(prefix, dtype=np.float64)
             if pre.ndim != 2 or pre.shape[1] != self.action_dim or not np.all(np.isfinite(pre)):
                 raise ValueError(f"prefix must be finite (P, {self.action_dim}), got {pre.shape}")
-            pre = torch.from_numpy(pre[None, : self.chunk_size].astype(np.float32))
+            pre = torch.from_numpy(pre[None, : min(self.chunk_size, self.prefix_steps)].astype(np.float32))
         kp = kind = None
         if keypoints is not None:
             kp = np.asarray(keypoints, dtype=np.float32)
@@ -245,8 +263,10 @@ def load_learned_backends(
     joint_names: tuple[str, ...] | list[str],
     need_system2: bool = True,
     seed: int = 0,
+    prefix_steps: int = RTC_PREFIX_STEPS,
 ) -> tuple[DualSystemPolicy, LearnedSystem2 | None, Callable[[], LearnedSystem1]]:
-    """Load a checkpoint for the robot with ``joint_names``.
+    """Load a checkpoint for the robot with ``joint_names``; ``seed`` and ``prefix_steps`` go to
+    every :class:`LearnedSystem1` the factory builds.
 
     Returns:
         (policy, System 2 backend or None when ``need_system2`` is False, System 1 factory; every
@@ -254,7 +274,8 @@ def load_learned_backends(
 
     Raises:
         CheckpointError: missing/corrupt checkpoint or joint names that do not match the robot.
+        The factory raises ValueError for ``prefix_steps`` < 1.
     """
     policy = load_policy(checkpoint, expected_joint_names=tuple(joint_names))
     s2 = LearnedSystem2(policy) if need_system2 else None
-    return policy, s2, lambda: LearnedSystem1(policy, seed)
+    return policy, s2, lambda: LearnedSystem1(policy, seed, prefix_steps)

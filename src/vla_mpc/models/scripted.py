@@ -139,9 +139,11 @@ class ScriptedSystem2:
     """Privileged System 2: instruction + ground-truth object positions -> scripted latent.
 
     Ignores the images (it still receives them, like a learned backend). ``status`` says why the
-    last latent is invalid (instruction not understood, object absent), or ``"ok"``. A push is
-    planned once per instruction: the object's position when the instruction is first seen (until
-    ``reset``) is the push's start, and the goal is ``push_travel`` further along the direction.
+    last latent is invalid (instruction not understood, object absent), or ``"ok"``. A push's goal
+    is fixed once per instruction: ``push_travel`` along the direction from where the object was
+    when the instruction was first seen (until ``reset``). The latent's object position stays the
+    object's position now, so System 1 re-aims its stroke from wherever the cube has gone
+    (:meth:`ScriptedSystem1._push_line`).
 
     Args:
         place_clearance: release point above a destination *cube's* centre [m], >= 0 (the sim's
@@ -208,8 +210,8 @@ class ScriptedSystem2:
             lift = self.pad_clearance if task.destination.endswith("_pad") else self.place_clearance
             goal = dest + [0.0, 0.0, lift]
         elif task.kind == "push":
-            obj = self._push_start.setdefault(instruction, obj.copy())
-            goal = obj + self.push_travel * np.asarray(task.direction, dtype=np.float64)
+            origin = self._push_start.setdefault(instruction, obj.copy())
+            goal = origin + self.push_travel * np.asarray(task.direction, dtype=np.float64)
         self.status = "ok"
         return encode_latent(task, obj, goal)
 
@@ -239,6 +241,9 @@ PHASE_RULES = ("sequence", "state")
 
 #: ``phases="state"``: a descent's horizontal slack [m] (``ScriptedSystem1.phase_from_state``).
 _CONE_BASE, _CONE_SLOPE = 0.015, 0.3
+#: PUSH: closer than this to its goal [m] the cube no longer sets the stroke's direction (the
+#: direction to a point 1 cm away turns with every millimetre of slip); the last one is kept.
+_PUSH_AIM_MIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -269,7 +274,7 @@ class ScriptedSystem1Config:
             half edge + finger half thickness): the stroke ends this far short of the goal, > 0.
         push_step: PUSH: the stroke's TCP target leads the measured TCP by this much along the
             push line (straight Cartesian stroke, not a joint-space arc) [m], > 0.
-        push_align: PUSH: turn the tool about base_link z by the push direction's angle (modulo
+        push_align: PUSH: turn the tool about base_link z by the stroke's first direction (modulo
             pi, so at most +-90 deg) so its fingers meet the object the same way for every
             direction; None: the robot config's ``sim.expert.push_align`` (default False). The
             UR5e's Robotiq fingers need it for sideways pushes; the Panda's do not.
@@ -365,6 +370,8 @@ class _State:
     wander_grip: np.ndarray | None = None
     wander_calls: int = 0
     rest_z: float | None = None  # phases="state": the object's centre height when the instruction came [m]
+    push_direction: np.ndarray | None = None  # PUSH: the last stroke direction aimed from >= _PUSH_AIM_MIN (3,)
+    push_yaw: float | None = None  # PUSH with push_align: the stroke's direction when first aimed [rad]
 
 
 class ScriptedSystem1:
@@ -377,8 +384,9 @@ class ScriptedSystem1:
     RETREAT -> DONE; REACH is PREGRASP -> DESCEND (to ``reach_height``) -> DONE; PUSH is PREGRASP
     (``pregrasp_height`` above the stroke start, ``push_standoff`` behind the object, gripper
     closed) -> DESCEND (to ``push_height``) -> PUSH (straight stroke to ``pusher_offset`` short of
-    the latent's goal, the target leading the TCP by ``push_step``) -> RETREAT (``pregrasp_height``
-    up) -> DONE. A move phase completes when the *measured* TCP (forward kinematics of
+    the latent's goal, the target leading the TCP by ``push_step``; the line is re-aimed from the
+    cube's position now at every call, :meth:`_push_line`) -> RETREAT (``pregrasp_height`` up) ->
+    DONE. A move phase completes when the *measured* TCP (forward kinematics of
     ``proprio``) is within ``position_tolerance`` of its target; with ``phases="state"`` the phase
     is instead read from the measured state at every call (:meth:`phase_from_state`).
 
@@ -481,14 +489,30 @@ class ScriptedSystem1:
         return goal + (c.grasp_height + c.pregrasp_height) * up, self._grip_open  # RETREAT, DONE (place)
 
     def _push_line(self, task: LatentTask) -> tuple[np.ndarray, np.ndarray]:
-        """PUSH stroke start and end TCP positions (3,) [m] in base_link."""
-        c = self.config
+        """PUSH stroke start and end TCP positions (3,) [m] in base_link.
+
+        The stroke runs from the cube's position now toward the latent's goal: ``push_standoff``
+        behind the cube, to ``pusher_offset`` short of the goal. As the cube moves or slips
+        sideways the line turns with it, so the stroke keeps the pusher behind the cube's centre
+        and pushes it back toward the goal (closed-loop pushing; Mason, "Mechanics and Planning of
+        Manipulator Pushing Operations", IJRR 1986: a push through the centre of friction
+        translates the object, one beside it turns it).
+        Within ``_PUSH_AIM_MIN`` of the goal the last direction is kept.
+        """
+        c, st = self.config, self._state
         d = (task.goal_position - task.object_position)[:2]
         n = float(np.linalg.norm(d))
-        u = np.array([d[0] / n, d[1] / n, 0.0]) if n > 1e-6 else np.array([1.0, 0.0, 0.0])
-        z = task.object_position[2] + c.push_height
+        if n >= _PUSH_AIM_MIN or st.push_direction is None:
+            u = np.array([d[0] / n, d[1] / n, 0.0]) if n > 1e-6 else np.array([1.0, 0.0, 0.0])
+            if n >= _PUSH_AIM_MIN:
+                st.push_direction = u
+        else:
+            u = st.push_direction
+        # Height from the cube's rest height (a tipping cube's centre sinks; the stroke must not).
+        rest_z = float(task.object_position[2]) if st.rest_z is None else st.rest_z
+        z = rest_z + c.push_height
         start = task.object_position - c.push_standoff * u
-        end = task.object_position + (n - c.pusher_offset) * u
+        end = task.goal_position - c.pusher_offset * u
         start[2] = end[2] = z
         return start, end
 
@@ -639,9 +663,10 @@ class ScriptedSystem1:
         """The phase the measured state calls for (``phases="state"``).
 
         Read from the TCP (forward kinematics of ``q``), the gripper and the latent's object and
-        goal; only the terminal phases (RETREAT, DONE), whether a grasp is under way and the
-        gripper's stall history are remembered. With h the TCP's height above a descent's end point, a descent's region is
-        h up to ``pregrasp_height + position_tolerance`` with a horizontal offset below
+        goal; only the terminal phases (RETREAT, DONE), whether a grasp is under way, the
+        gripper's stall history and a push's last direction (:meth:`_push_line`) are remembered.
+        With h the TCP's height above a descent's end point, a descent's region is h up to
+        ``pregrasp_height + position_tolerance`` with a horizontal offset below
         ``0.015 + 0.3 min(h, pregrasp_height - h)`` m: 1.5 cm at the top and at the bottom (as
         the sequence expert arrives), up to 3 cm halfway down, where a descent's straight path
         still corrects the offset before the fingers reach the 4 cm cube.
@@ -814,8 +839,11 @@ class ScriptedSystem1:
         """TCP orientation (3, 3) in base_link: the home pose's, turned for PUSH with push_align."""
         if task.task is not TaskId.PUSH or not self._push_align:
             return self._rotation
-        d = task.goal_position - task.object_position
-        yaw = math.atan2(d[1], d[0])
+        st = self._state
+        if st.push_yaw is None:  # turned once per instruction: a wrist that follows the re-aimed stroke shakes
+            start, end = self._push_line(task)
+            st.push_yaw = math.atan2(end[1] - start[1], end[0] - start[0])
+        yaw = st.push_yaw
         yaw = (yaw + math.pi / 2) % math.pi - math.pi / 2  # the gripper is symmetric under pi
         cy, sy = math.cos(yaw), math.sin(yaw)
         return np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]]) @ self._rotation

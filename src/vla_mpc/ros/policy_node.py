@@ -103,6 +103,7 @@ def load_backends(
     scripted_noise_std: float = 0.0,
     scripted_random_actions: bool = False,
     need_system2: bool = True,
+    rtc_prefix_steps: int = 0,
 ):
     """Build ``(spec, system2, system1_factory)`` for ``backend``.
 
@@ -116,6 +117,8 @@ def load_backends(
         chunk_size / chunk_dt / speed_scale: scripted System 1 settings (a learned checkpoint
             brings its own chunk size and dt, which must match; see :class:`PolicyNode`).
         checkpoint: learned: checkpoint directory, absolute or relative to the share dir.
+        rtc_prefix_steps: learned: committed steps a new chunk inpaints (``LearnedSystem1``'s
+            ``prefix_steps``); 0: :data:`~vla_mpc.models.learned.RTC_PREFIX_STEPS`.
         scripted_noise_std / scripted_random_actions: scripted perturbations (contract H), passed
             to ``ScriptedSystem1Config`` fields ``noise_std`` / ``random_actions`` when it has them.
         need_system2: learned: also build System 2 (loads the sentence model); False for role system1.
@@ -147,13 +150,16 @@ def load_backends(
 
         return spec, ScriptedSystem2(), scripted_factory
     if backend == "learned":
-        from vla_mpc.models.learned import LearnedSystem1, load_learned_backends
+        from vla_mpc.models.learned import RTC_PREFIX_STEPS, LearnedSystem1, load_learned_backends
         from vla_mpc.paths import resolve
 
         if not checkpoint:
             raise ValueError("backend 'learned' needs the parameter 'checkpoint' (a policy checkpoint directory)")
+        if rtc_prefix_steps < 0:
+            raise ValueError(f"rtc_prefix_steps must be 0 (the default) or >= 1, got {rtc_prefix_steps}")
+        prefix_steps = int(rtc_prefix_steps) or RTC_PREFIX_STEPS
         policy, system2, _ = load_learned_backends(resolve(checkpoint), spec.joint_names, need_system2=need_system2)
-        return spec, system2, lambda seed=0: LearnedSystem1(policy, seed)
+        return spec, system2, lambda seed=0: LearnedSystem1(policy, seed, prefix_steps)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
@@ -220,6 +226,8 @@ class PolicyNode(LifecycleNode):
         d("blend_steps", 4, "Chunk steps cross-faded when a new chunk joins (0 = naive switching).", read_only=True, min_value=0, max_value=1024)
         d("interpolation", "auto", f"Between chunk steps: {' | '.join(INTERPOLATIONS)}, or auto = the backend's "
           "default (scripted linear, learned pchip).", read_only=True)
+        d("rtc_prefix_steps", 0, "Learned backend: steps of the executing chunk a new chunk inpaints (real-time "
+          "chunking); 0 = the default (2: the frozen steps only), 16 = the whole overlap.", read_only=True, min_value=0, max_value=1024)
         d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
         d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
         d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
@@ -291,6 +299,7 @@ class PolicyNode(LifecycleNode):
                 p("backend"), p("robot_config"), p("chunk_size"), p("chunk_dt"), p("speed_scale"),
                 checkpoint=p("checkpoint"), scripted_noise_std=p("scripted_noise_std"),
                 scripted_random_actions=p("scripted_random_actions"), need_system2=self.role != "system1",
+                rtc_prefix_steps=p("rtc_prefix_steps"),
             )
             self.system1 = self._s1_factory() if self.role != "system2" else None
             self._backend = p("backend")

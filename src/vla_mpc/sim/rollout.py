@@ -383,7 +383,8 @@ class PrivilegedReadouts:
 def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], episodes: int,
                           seed_start: int = EVAL_SEED_OFFSET, config: RolloutConfig | None = None,
                           image_size: int = 224, threads: int = 2,
-                          privileged_readouts: bool = False, system1_seed: int = 0) -> dict[str, Any]:
+                          privileged_readouts: bool = False, system1_seed: int = 0,
+                          rtc_prefix_steps: int | None = None) -> dict[str, Any]:
     """Run a learned policy checkpoint ROS-free on seeds ``seed_start ..`` of each kind.
 
     Args:
@@ -399,25 +400,30 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
             solved 45, 33 and 42 of the 50 evaluation reach layouts with seeds 0, 1 and 2 (safety
             filter on; one System 2 view), 48-50 with the true keypoints; session 11's (System 2
             with feature points, 9 views) 49, 44 and 50. Compare checkpoints over several seeds.
+        rtc_prefix_steps: committed steps each new chunk inpaints (``LearnedSystem1``'s
+            ``prefix_steps``); None: :data:`~vla_mpc.models.learned.RTC_PREFIX_STEPS`, as the node.
 
     Returns:
-        ``{"robot", "checkpoint", "episodes", "seed_start", "system1_seed", "sr": {kind: float},
+        ``{"robot", "checkpoint", "episodes", "seed_start", "system1_seed", "rtc_prefix_steps", "sr": {kind: float},
         "time_to_success_s": {kind: mean [s] or None}, "failed_seeds": {kind: [int]}, "wall_s": float}``.
 
     Raises:
         CheckpointError: a missing, corrupt or mismatched checkpoint.
-        ValueError: ``privileged_readouts`` for a policy without ``keypoint_condition``.
+        ValueError: ``privileged_readouts`` for a policy without ``keypoint_condition``;
+            ``rtc_prefix_steps`` < 1.
     """
     import torch
 
     from vla_mpc.core.robot_model import load_robot_spec
-    from vla_mpc.models.learned import load_learned_backends
+    from vla_mpc.models.learned import RTC_PREFIX_STEPS, load_learned_backends
     from vla_mpc.sim.sim_robot import SimRobot
 
     torch.set_num_threads(max(1, int(threads)))
     t_wall = time.perf_counter()
     spec = load_robot_spec(robot)
-    policy, s2, make_s1 = load_learned_backends(checkpoint, spec.joint_names, seed=system1_seed)
+    prefix_steps = RTC_PREFIX_STEPS if rtc_prefix_steps is None else rtc_prefix_steps
+    policy, s2, make_s1 = load_learned_backends(checkpoint, spec.joint_names, seed=system1_seed,
+                                                prefix_steps=prefix_steps)
     if privileged_readouts and not policy.config.keypoint_condition:
         raise ValueError("privileged_readouts needs a policy whose System 1 reads keypoints (keypoint_condition)")
     s1 = make_s1()
@@ -426,7 +432,8 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
     if privileged_readouts:
         s1 = PrivilegedReadouts(s1, sim)
     out: dict[str, Any] = {"robot": robot, "checkpoint": str(checkpoint), "episodes": episodes,
-                           "seed_start": seed_start, "system1_seed": system1_seed, "sr": {},
+                           "seed_start": seed_start, "system1_seed": system1_seed,
+                           "rtc_prefix_steps": prefix_steps, "sr": {},
                            "time_to_success_s": {}, "failed_seeds": {}}
     if privileged_readouts:
         out["privileged_readouts"] = True
@@ -463,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--system1-seed", type=int, default=0,
                     help="with --checkpoint: seed of System 1's sampling noise (success depends on it: "
                          "compare checkpoints over several)")
+    ap.add_argument("--rtc-prefix-steps", type=int, default=None,
+                    help="with --checkpoint: steps of the executing chunk each new chunk inpaints (default "
+                         "models.learned.RTC_PREFIX_STEPS, as the policy node; 16: the whole overlap)")
     ap.add_argument("--privileged-readouts", action="store_true",
                     help="with --checkpoint: System 1 gets the true task keypoints and kind instead of System 2's "
                          "(System 1's success rate with a perfect System 2)")
@@ -480,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     if args.checkpoint is None:
-        if args.privileged_readouts:
-            ap.error("--privileged-readouts needs --checkpoint")
+        if args.privileged_readouts or args.rtc_prefix_steps is not None:
+            ap.error("--privileged-readouts and --rtc-prefix-steps need --checkpoint")
         print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start, config)))
         return 0
     from vla_mpc.models.checkpoint import CheckpointError
@@ -490,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(learned_success_rates(args.checkpoint, args.robot, kinds, args.episodes,
                                                args.seed_start, config, threads=args.threads,
                                                privileged_readouts=args.privileged_readouts,
-                                               system1_seed=args.system1_seed)))
+                                               system1_seed=args.system1_seed,
+                                               rtc_prefix_steps=args.rtc_prefix_steps)))
     except (CheckpointError, ValueError) as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2

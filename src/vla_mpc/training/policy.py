@@ -38,7 +38,7 @@ from vla_mpc.models.policy import (
 )
 
 __all__ = ["make_policy_batch", "make_system1_batch", "action_pose_table", "rows_starting_at_their_state",
-           "task_kind_indices", "perturb_proprio", "build_policy", "with_new_system1", "parse_args", "main"]
+           "rows_of_kinds", "parse_dataset_kinds", "task_kind_indices", "perturb_proprio", "build_policy", "with_new_system1", "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
 #: Per-axis std of the noise on System 1's training keypoints [m]: System 2 reads the keypoints of
@@ -69,6 +69,60 @@ def _instruction_of_rows(dataset) -> np.ndarray:
     if missing:
         raise ValueError(f"episode_index values {missing[:5]} have no entry in meta.json 'episodes'")
     return np.array([by_index[int(i)] for i in ep], dtype=object)
+
+
+def parse_dataset_kinds(entries: Sequence[str] | None, n_datasets: int) -> list[frozenset[str]] | None:
+    """``--dataset-kinds``: one entry per ``--dataset``, ``"all"`` or comma-separated task kinds.
+
+    Returns:
+        None (every kind from every dataset) for ``entries=None``, else one set of kinds per dataset.
+
+    Raises:
+        ValueError: a count other than ``n_datasets``, an empty entry or an unknown kind (named).
+    """
+    from vla_mpc.sim.tasks import TASK_KINDS
+
+    if entries is None:
+        return None
+    if len(entries) != n_datasets:
+        raise ValueError(f"--dataset-kinds needs one entry per --dataset ({n_datasets}), got {len(entries)}")
+    out = []
+    for entry in entries:
+        kinds = frozenset(TASK_KINDS) if entry == "all" else frozenset(k for k in entry.split(",") if k)
+        if not kinds or not kinds <= set(TASK_KINDS):
+            raise ValueError(f"--dataset-kinds entry {entry!r}: give 'all' or kinds from {TASK_KINDS}")
+        out.append(kinds)
+    return out
+
+
+def rows_of_kinds(rows: np.ndarray, instructions: np.ndarray, dataset_sizes: Sequence[int],
+                  kinds: Sequence[frozenset[str]]) -> np.ndarray:
+    """The ``rows`` of a concatenation of datasets whose task kind is one their dataset may give.
+
+    For a dataset recorded before a change to one task's expert, e.g. session 13's re-aimed push:
+    its other tasks' rows stay valid, its push rows teach the old behaviour.
+
+    Args:
+        rows: (R,) int row indices into the concatenation.
+        instructions: (N,) each row's instruction (:func:`_instruction_of_rows`).
+        dataset_sizes: rows of each concatenated dataset, in order (sum N).
+        kinds: allowed task kinds per dataset (:func:`parse_dataset_kinds`).
+
+    Returns:
+        (R',) the kept rows, in order.
+
+    Raises:
+        ValueError: sizes that do not add up to ``len(instructions)``; an instruction that does
+            not parse.
+    """
+    from vla_mpc.sim.tasks import parse_instruction
+
+    if sum(dataset_sizes) != len(instructions) or len(dataset_sizes) != len(kinds):
+        raise ValueError(f"dataset sizes {list(dataset_sizes)} / kinds do not match {len(instructions)} rows")
+    source = np.repeat(np.arange(len(dataset_sizes)), dataset_sizes)
+    kind_of = {text: parse_instruction(text).kind for text in set(instructions[rows].tolist())}
+    keep = np.array([kind_of[instructions[r]] in kinds[source[r]] for r in rows], dtype=bool)
+    return np.asarray(rows)[keep]
 
 
 def rows_starting_at_their_state(dataset, rows: np.ndarray, max_gap: float) -> tuple[np.ndarray, np.ndarray]:
@@ -408,6 +462,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m vla_mpc.train policy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, type=Path, nargs="+",
                     help="dataset directories (contract B), e.g. demonstrations and DAgger rollouts (train dagger)")
+    ap.add_argument("--dataset-kinds", nargs="+", default=None, metavar="KINDS",
+                    help="one entry per --dataset: 'all' or comma-separated task kinds to train on from it "
+                         "(e.g. 'reach,pick_place' for a set recorded before the push expert changed)")
     ap.add_argument("--out", required=True, type=Path, help="output directory (best/, last/, log.jsonl)")
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget [min] (default 25)")
     ap.add_argument("--steps", type=int, default=20000, help="optimiser steps (default 20000)")
@@ -502,12 +559,19 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     defaults = vars(parse_args(["--dataset", "-", "--out", "-"]))
     opt = {k: getattr(args, k, v) for k, v in defaults.items()}
     paths = opt["dataset"] if isinstance(opt["dataset"], (list, tuple)) else [opt["dataset"]]
-    ds = Dataset.concatenate([Dataset.load(p) for p in paths])
+    dataset_kinds = parse_dataset_kinds(opt.get("dataset_kinds"), len(paths))
+    loaded = [Dataset.load(p) for p in paths]
+    ds = Dataset.concatenate(loaded)
     torch.manual_seed(opt["seed"])
     # Behaviour cloning learns from the successful demonstrations (failed ones stay in the dataset
     # for the world model and for inspection) and from expert-labelled DAgger rollouts, whatever
     # the learner's outcome there.
     rows = {s: ds.rows(s, success_only=True, expert_labels=True) for s in ("train", "val")}
+    if dataset_kinds is not None:
+        instructions = _instruction_of_rows(ds)
+        rows = {s: rows_of_kinds(r, instructions, [len(d) for d in loaded], dataset_kinds) for s, r in rows.items()}
+        if len(rows["train"]) == 0:
+            raise ValueError("--dataset-kinds leaves no training row")
     dropped = 0
     if opt["max_start_gap"] > 0:
         for split in rows:
@@ -641,6 +705,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         return batch
 
     extra = {"dataset": [str(Path(p).resolve()) for p in paths], "episodes": len(ds.meta["episodes"]),
+             "dataset_kinds": opt.get("dataset_kinds"),
              "scenes": [str(Path(p).resolve()) for p in opt["scenes"]], "scene_frames": int(scene_sizes.sum()),
              "rows": {k: int(len(v)) for k, v in rows.items()}, "max_latent_lag": opt["max_latent_lag"],
              "proprio_noise": opt["proprio_noise"], "max_start_gap": opt["max_start_gap"], "dropped_rows": dropped}
