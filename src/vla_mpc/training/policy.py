@@ -567,8 +567,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     # for the world model and for inspection) and from expert-labelled DAgger rollouts, whatever
     # the learner's outcome there.
     rows = {s: ds.rows(s, success_only=True, expert_labels=True) for s in ("train", "val")}
+    instructions = _instruction_of_rows(ds)
     if dataset_kinds is not None:
-        instructions = _instruction_of_rows(ds)
         rows = {s: rows_of_kinds(r, instructions, [len(d) for d in loaded], dataset_kinds) for s, r in rows.items()}
         if len(rows["train"]) == 0:
             raise ValueError("--dataset-kinds leaves no training row")
@@ -638,7 +638,6 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     if opt["system1_only"] or opt["system2_only"]:  # train one system, freeze the other
         for name, param in policy.named_parameters():
             param.requires_grad_(name.startswith("system1.") == bool(opt["system1_only"]))
-    instructions = _instruction_of_rows(ds)
     scenes = [] if opt["system1_only"] else [SceneSet.load(p) for p in opt["scenes"]]
     for sc in scenes:
         if sc.meta["robot"] != ds.meta["robot"] or int(sc.meta["image_size"]) != int(ds.meta["image_size"]):
