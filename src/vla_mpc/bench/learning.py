@@ -10,7 +10,8 @@
   "episodes_per_kind", "mode", "checkpoint", "source": <results.json read>}``: from the newest
   ``results.json`` of a learned-policy evaluation (``python -m vla_mpc.eval --policy learned``).
   Where it looks, in order: ``VLA_MPC_EVAL_RESULTS`` (one results.json path, or several joined by
-  ``os.pathsep``: each task from the first that ran it, :func:`merge_learned_rows`); else the newest
+  ``os.pathsep``: each task from the first that ran it, pooled with later runs of the task on
+  other seeds, :func:`merge_learned_rows`); else the newest
   (modification time) ``output/eval-*/results.json`` with ``"policy": "learned"`` under the
   current directory and the repository root. With ``VLA_MPC_BENCH_RUN_EVAL=N`` it first runs a
   fresh N-episodes-per-kind evaluation of the policy checkpoint (below) through the ROS graph and

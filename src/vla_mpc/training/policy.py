@@ -38,7 +38,8 @@ from vla_mpc.models.policy import (
 )
 
 __all__ = ["make_policy_batch", "make_system1_batch", "action_pose_table", "rows_starting_at_their_state",
-           "rows_of_kinds", "parse_dataset_kinds", "task_kind_indices", "perturb_proprio", "build_policy", "with_new_system1", "parse_args", "main"]
+           "rows_of_kinds", "parse_dataset_kinds", "task_kind_indices", "perturb_proprio", "build_policy",
+           "with_new_system1", "parse_args", "main"]
 
 DEFAULT_MAX_LATENT_LAG = 4  # frames (0.4 s at 10 Hz: System 2's period is 0.5 s)
 #: Per-axis std of the noise on System 1's training keypoints [m]: System 2 reads the keypoints of
@@ -115,14 +116,16 @@ def rows_of_kinds(rows: np.ndarray, instructions: np.ndarray, dataset_sizes: Seq
         ValueError: sizes that do not add up to ``len(instructions)``; an instruction that does
             not parse.
     """
-    from vla_mpc.sim.tasks import parse_instruction
+    from vla_mpc.sim.tasks import TASK_KINDS
 
     if sum(dataset_sizes) != len(instructions) or len(dataset_sizes) != len(kinds):
         raise ValueError(f"dataset sizes {list(dataset_sizes)} / kinds do not match {len(instructions)} rows")
-    source = np.repeat(np.arange(len(dataset_sizes)), dataset_sizes)
-    kind_of = {text: parse_instruction(text).kind for text in set(instructions[rows].tolist())}
-    keep = np.array([kind_of[instructions[r]] in kinds[source[r]] for r in rows], dtype=bool)
-    return np.asarray(rows)[keep]
+    rows = np.asarray(rows)
+    source = np.repeat(np.arange(len(dataset_sizes)), dataset_sizes)[rows]
+    index_of = task_kind_indices(instructions[rows].tolist())
+    row_kind = np.array([index_of[t] for t in instructions[rows]], dtype=np.int64)
+    allowed = np.array([[k in ks for k in TASK_KINDS] for ks in kinds], dtype=bool)  # [dataset, kind]
+    return rows[allowed[source, row_kind]]
 
 
 def rows_starting_at_their_state(dataset, rows: np.ndarray, max_gap: float) -> tuple[np.ndarray, np.ndarray]:
