@@ -28,12 +28,12 @@ def _stats(dof: int) -> dict:
             "action_delta": {"mean": [0.0] * dof, "std": [0.5] * dof}}
 
 
-def _small_policy(dof: int = 3, **kw) -> DualSystemPolicy:
+def _small_policy(dof: int = 3, stats: dict | None = None, **kw) -> DualSystemPolicy:
     cfg = PolicyConfig(robot="test", joint_names=[f"j{i}" for i in range(dof)], image_size=32, vision_width=8,
                        d_model=32, vlm_heads=2, latent_tokens=4, latent_dim=16, chunk_size=8, expert_width=64,
                        expert_blocks=2, cond_dim=32, **kw)
     torch.manual_seed(0)
-    return DualSystemPolicy(cfg, _stats(dof)).eval()
+    return DualSystemPolicy(cfg, stats or _stats(dof)).eval()
 
 
 @pytest.fixture
@@ -74,6 +74,14 @@ def test_random_shift_crops_the_padded_image():
     for b in range(2):
         crops = [padded[b, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
         assert any(torch.equal(out[b], c) for c in crops)
+    # return_shift says where the content went: a lone bright pixel moves by exactly that
+    dot = torch.zeros(16, 1, 8, 8)
+    dot[:, 0, 4, 3] = 1.0
+    moved, shift = random_shift(dot, 2, generator=torch.Generator().manual_seed(1), return_shift=True)
+    assert shift.shape == (16, 2) and shift.abs().max() <= 2 and len({tuple(v) for v in shift.tolist()}) > 3
+    for b in range(16):
+        dx, dy = shift[b].tolist()
+        assert moved[b, 0, 4 + dy, 3 + dx] == 1.0 and moved[b].sum() == 1.0
     pol = _small_policy()
     with pytest.raises(ValueError, match="image_size 32"):
         pol.encode(torch.zeros(1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 384))
@@ -394,3 +402,92 @@ def test_models_import_without_ros():
             "import vla_mpc.models.learned, vla_mpc.models.hf_adapter, vla_mpc.training.policy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _role_policy(**kw) -> DualSystemPolicy:
+    stats = {**_stats(3), "keypoints": {"mean": [0.1] * 6, "std": [2.0] * 6}}
+    return _small_policy(keypoint_head=True, text_tokens=3, feature_points=4, role_points=True, stats=stats, **kw)
+
+
+def test_role_points_read_each_keypoint_through_its_own_phrase(one_thread):
+    pol = _role_policy()
+    assert not hasattr(pol, "keypoint_head")  # the keypoints are z's, not a map of it
+    assert pol.system2.object_points.num_points == pol.system2.goal_points.num_points == 2
+    torch.manual_seed(3)
+    img = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    text = torch.randn(1, 3, 384).expand(2, -1, -1).clone()  # sentence, object phrase, goal phrase
+    z = pol.encode(img, text)
+    kp = pol.predict_keypoints(z)
+    torch.testing.assert_close(kp.flatten(1), z[:, -1, :6] * 2.0 + 0.1)  # de-normalised with the statistics
+
+    def with_token(i):
+        t = text.clone()
+        t[:, i] = torch.randn(384)
+        return pol.predict_keypoints(pol.encode(img, t))
+
+    other_goal, other_object, other_sentence = with_token(2), with_token(1), with_token(0)
+    torch.testing.assert_close(other_goal[:, 0], kp[:, 0])  # the object keypoint never sees the goal phrase
+    assert not torch.allclose(other_goal[:, 1], kp[:, 1], atol=1e-4)
+    assert not torch.allclose(other_object[:, 0], kp[:, 0], atol=1e-4)
+    torch.testing.assert_close(other_sentence, kp)  # nor the sentence: only its role's phrase queries the maps
+    # the keypoint loss trains the role maps through z
+    pol.train()
+    batch = {"images": img, "text_emb": text, "proprio": torch.zeros(2, 6), "actions": torch.zeros(2, 8, 3),
+             "keypoints": torch.rand(2, 2, 3)}
+    loss, info = pol.loss(batch)
+    loss.backward()
+    assert info["keypoint_loss"] > 0 and pol.system2.object_points.query.weight.grad.abs().sum() > 0
+    assert pol.system2.object_head[0].weight.grad.abs().sum() > 0 and pol.system2.goal_head[0].weight.grad.abs().sum() > 0
+    cfg = pol.config
+    assert PolicyConfig.from_dict(cfg.to_dict()) == cfg
+    assert PolicyConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "role_points"}).role_points is False
+    base = dict(robot="r", joint_names=["a"], keypoint_head=True, latent_tokens=2)
+    for bad in ({"text_tokens": 1, "feature_points": 4}, {"text_tokens": 3, "feature_points": 3},
+                {"text_tokens": 3, "feature_points": 0}, {"text_tokens": 3, "feature_points": 4, "latent_dim": 6}):
+        with pytest.raises(ValueError, match="role_points needs"):
+            PolicyConfig(**base, role_points=True, **bad)
+    with pytest.raises(ValueError, match="role_points needs"):
+        PolicyConfig(robot="r", joint_names=["a"], text_tokens=3, feature_points=4, role_points=True)  # no head
+
+
+def test_cell_splat_is_a_distribution_whose_expectation_is_the_target():
+    from vla_mpc.models.vlm import FeaturePoints, cell_splat
+
+    g = 6
+    uv = torch.tensor([[0.13, -0.41], [-1.0, 1.0], [0.99, -0.95], [-0.5, 0.5]])
+    w = cell_splat(uv, g)
+    assert w.shape == (4, g * g) and (w >= 0).all()
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(4))
+    centres = FeaturePoints(1, g, 1).cell_xy  # the cells' centres, as the soft-argmax weighs them
+    inside = ((uv.abs() <= 1 - 1 / g).all(dim=1))  # targets between cell centres: exact
+    torch.testing.assert_close((w @ centres)[inside], uv[inside])
+    corner = torch.zeros(g * g)
+    corner[(g - 1) * g] = 1.0  # x = -1, y = +1: the bottom-left cell
+    torch.testing.assert_close(w[1], corner)
+
+
+def test_pixel_targets_pull_the_role_maps_to_the_keypoints(one_thread):
+    """The pixel term is ~0 for maps that already equal the target's splat and large for maps
+    elsewhere; with the augmentation's shift, the target moves with the content."""
+    pol = _role_policy(keypoint_pixel_weight=1.0).train()
+    g = pol.system2.object_points.grid
+    img = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    text = torch.randn(2, 3, 384)
+    batch = {"images": img, "text_emb": text, "proprio": torch.zeros(2, 6), "actions": torch.zeros(2, 8, 3),
+             "keypoints": torch.rand(2, 2, 3), "keypoint_uv": torch.tensor([[[0.3, -0.2], [-0.5, 0.5]],
+                                                                            [[0.1, 0.1], [float("nan")] * 2]])}
+    loss, info = pol.loss(batch)
+    assert info["pixel_loss"] > 0.5
+    loss.backward()
+    assert pol.system2.object_points.key.weight.grad.abs().sum() > 0
+    from vla_mpc.models.vlm import cell_splat
+
+    uv = torch.tensor([[0.3, -0.2], [-0.5, 0.5]])
+    exact = cell_splat(uv, g).view(1, 1, 2, g, g)
+    assert float(pol._pixel_loss(exact, torch.zeros(1, 1, 2, dtype=torch.int64), uv[None])) < 1e-5
+    moved = cell_splat(uv + 2.0 * 3 / 32, g).view(1, 1, 2, g, g)  # content shifted 3 px right and down
+    assert float(pol._pixel_loss(moved, torch.full((1, 1, 2), 3, dtype=torch.int64), uv[None])) < 1e-5
+    assert float(pol._pixel_loss(moved, torch.zeros(1, 1, 2, dtype=torch.int64), uv[None])) > 0.1
+    assert pol._pixel_loss(exact, torch.zeros(1, 1, 2, dtype=torch.int64), torch.full((1, 2, 2), 1.5)) is None
+    with pytest.raises(ValueError, match="keypoint_pixel_weight"):
+        PolicyConfig(robot="r", joint_names=["a"], keypoint_pixel_weight=1.0)  # needs role points

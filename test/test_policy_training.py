@@ -281,3 +281,84 @@ def test_dataset_kinds_keep_each_datasets_chosen_task_kinds():
     assert rows_of_kinds(np.array([6, 1, 0]), instructions, [4, 3], kinds).tolist() == [6, 0]
     with pytest.raises(ValueError, match="sizes"):
         rows_of_kinds(np.arange(7), instructions, [4, 4], kinds)
+
+
+def _two_squares(rng: np.random.Generator, n: int, names: np.ndarray, phrases: dict):
+    """Frames with a red and a green 4 px square; the object phrase names one colour, the goal phrase
+    the other. Keypoints: the named square's centre (x, y in [-1, 1], z 0), then the other's."""
+    frames = np.zeros((n, S, S, 3), np.uint8)
+    kp = np.zeros((n, 2, 3), np.float32)
+    text = np.zeros((n, 3, 384), np.float32)
+    for r in range(n):
+        while True:
+            cells = rng.integers(0, S - 4, size=(2, 2))
+            if np.abs(cells[0] - cells[1]).max() >= 8:
+                break
+        centres = (cells + 2.0) / S * 2.0 - 1.0  # (row, col) of each square's centre
+        for colour, (y, x) in enumerate(cells):
+            frames[r, y:y + 4, x:x + 4, colour] = 255  # colour 0 red, 1 green
+        named = int(names[r])
+        for k, colour in enumerate((named, 1 - named)):
+            kp[r, k, :2] = centres[colour][::-1]
+        text[r] = np.stack([phrases["sentence"], phrases["object"][named], phrases["goal"][1 - named]])
+    return torch.from_numpy(frames), torch.from_numpy(text), torch.from_numpy(kp)
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny model: extra torch threads only contend on the shared CPU (restored afterwards)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("pixel_weight", [0.0, 1.0])
+def test_role_points_bind_the_object_phrase_to_its_square(one_thread, pixel_weight):
+    """Two squares of two colours in every frame; which is the object is only in the object
+    phrase. After a short run the object keypoint is the named square's, and naming the other
+    colour moves it there: the phrase is bound to its role's maps. With pixel targets, the
+    object map's own soft-argmax lands on the square too."""
+    from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig
+
+    rng = np.random.default_rng(0)
+    phrases = {"sentence": rng.standard_normal(384), "object": rng.standard_normal((2, 384)),
+               "goal": rng.standard_normal((2, 384))}
+    stats = {"proprio": {"mean": [0.0] * 2 * DOF, "std": [1.0] * 2 * DOF},
+             "action": {"mean": [0.0] * DOF, "std": [1.0] * DOF},
+             "action_delta": {"mean": [0.0] * DOF, "std": [1.0] * DOF},
+             "keypoints": {"mean": [0.0] * 6, "std": [0.5] * 6}}
+    cfg = PolicyConfig(robot="synthetic", joint_names=[f"j{i}" for i in range(DOF)], image_size=S, augment_shift=0,
+                       keypoint_head=True, text_tokens=3, feature_points=4, role_points=True, chunk_size=H,
+                       keypoint_pixel_weight=pixel_weight, **SMALL)
+    torch.manual_seed(0)
+    policy = DualSystemPolicy(cfg, stats).train()
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(250):
+        images, text, kp = _two_squares(rng, 32, rng.integers(0, 2, 32), phrases)
+        loss, info = policy.loss({"images": images, "text_emb": text, "keypoints": kp, "keypoint_uv": kp[..., :2],
+                                  "proprio": torch.zeros(32, 2 * DOF), "actions": torch.zeros(32, H, DOF)})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(info["keypoint_loss"])
+    policy.eval()
+    names = np.arange(64) % 2
+    test_rng = np.random.default_rng(1)
+    images, text, kp = _two_squares(test_rng, 64, names, phrases)
+    _, swapped_text, swapped_kp = _two_squares(np.random.default_rng(1), 64, 1 - names, phrases)  # same frames
+    read = policy.predict_keypoints(policy.encode(images, text))
+    read_swapped = policy.predict_keypoints(policy.encode(images, swapped_text))
+    gap = (kp[:, 0, :2] - kp[:, 1, :2]).norm(dim=1)  # the distance between the squares
+    err = (read[:, 0, :2] - kp[:, 0, :2]).norm(dim=1)
+    err_swapped = (read_swapped[:, 0, :2] - swapped_kp[:, 0, :2]).norm(dim=1)
+    assert float(np.mean(losses[-20:])) < 0.2 * float(np.mean(losses[:20])), (losses[:3], losses[-3:])
+    assert float((err / gap).median()) < 0.25 and float((err_swapped / gap).median()) < 0.25, (err, err_swapped, gap)
+    assert ("pixel_loss" in info) == (pixel_weight > 0)
+    if pixel_weight:
+        with torch.no_grad():
+            _, maps, _ = policy.encode(images, text, return_maps=True)
+        centres = policy.system2.object_points.cell_xy
+        soft_argmax = maps[:, 0, 0].flatten(1) @ centres  # the object map's expected position
+        assert float(((soft_argmax - kp[:, 0, :2]).norm(dim=1) / gap).median()) < 0.25

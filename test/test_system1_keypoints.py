@@ -167,6 +167,16 @@ def test_system1_rows_lag_and_noise():
     table = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 8, 6), np.float32)
     with_poses = make_system1_batch(ds, np.arange(n), kinds, np.random.default_rng(2), 64, action_poses=table)
     np.testing.assert_array_equal(with_poses["s1_action_poses"][:, 0, 0].numpy(), with_poses["s1_proprio"][:, 0].numpy())
+    # balance_kinds: a kind with 9 of 10 rows fills half a batch, not nine tenths
+    skewed = np.where(np.arange(n) % 10 == 0, 2, 1)
+    plain = make_system1_batch(ds, np.arange(n), skewed, np.random.default_rng(3), 4000, max_latent_lag=0)
+    even = make_system1_batch(ds, np.arange(n), skewed, np.random.default_rng(3), 4000, max_latent_lag=0,
+                              balance_kinds=True)
+    assert (plain["s1_task_kind"] == 2).float().mean() == pytest.approx(0.1, abs=0.02)
+    assert (even["s1_task_kind"] == 2).float().mean() == pytest.approx(0.5, abs=0.03)
+    even_rows = even["s1_proprio"][:, 0].numpy().astype(int)
+    np.testing.assert_array_equal(even["s1_task_kind"].numpy(), skewed[even_rows])  # kinds travel with their rows
+    assert len(np.unique(even_rows[skewed[even_rows] == 2])) > 0.9 * (n // 10)  # every row of the rare kind drawn
 
 
 def test_task_kind_indices():
@@ -277,6 +287,21 @@ def test_train_cli_keypoints_mode(tmp_path, spec):
     with pytest.raises(ValueError, match="need --system2-only"):
         main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad3"), "--steps", "1", "--init",
               str(out / "last"), "--feature-points", "3"])
+    # a fresh System 2 whose points are split by role, System 1 kept; System 1 rows balanced by kind
+    out5b = tmp_path / "roles"
+    assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out5b), "--steps", "2", "--batch-size", "4",
+                 "--init", str(out / "last"), "--system2-only", "--feature-points", "4", "--text-tokens", "3",
+                 "--role-points"]) == 0
+    roles = load_policy(out5b / "last")
+    assert roles.config.role_points and roles.system2.object_points.num_points == 2
+    assert all(torch.equal(before[k], roles.state_dict()[k]) for k in system1)
+    with pytest.raises(ValueError, match="role_points needs"):
+        main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "bad4"), "--steps", "1", "--init",
+              str(out / "last"), "--system2-only", "--feature-points", "3", "--text-tokens", "3", "--role-points"])
+    out5c = tmp_path / "balanced"
+    assert main(["--dataset", str(tmp_path / "ds"), "--out", str(out5c), "--steps", "2", "--init", str(out / "last"),
+                 "--system1-only", "--system1-batch-size", "16", "--balance-kinds"]) == 0
+    assert json.loads((out5c / "last" / "config.json").read_text())["extra"]["balance_kinds"] is True
     from vla_mpc.training.policy import with_new_system1, with_new_system2
 
     with pytest.raises(ValueError, match="not System 1 fields"):

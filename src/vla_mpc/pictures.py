@@ -169,16 +169,34 @@ def _select(rows, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ts), np.asarray(qs).reshape(len(qs), len(names))
 
 
-def camera_pose_in_base(robot: str, camera: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Optical frame of a sim camera in ``base_link``: (R (3, 3) columns = optical x right, y down,
-    z forward; p (3,) [m]) from its ``pos``/``lookat`` definition (``sim.cameras`` of the robot
-    config over ``DEFAULT_CAMERAS``), the construction ``vla_mpc.sim.scene`` gives MuJoCo (world up
-    z). None when the camera is not defined (e.g. ``wrist``: it moves with the arm)."""
+def sim_camera_definitions(robot: str) -> dict[str, dict]:
+    """The sim's camera definitions for ``robot``: ``sim.cameras`` of its config over
+    ``vla_mpc.sim.scene.DEFAULT_CAMERAS`` ({name: {pos: [3] m, lookat: [3] m, fovy: deg}}, base_link)."""
     from vla_mpc.core.robot_model import load_robot_spec
     from vla_mpc.sim.scene import DEFAULT_CAMERAS
 
     defs = {k: dict(v) for k, v in DEFAULT_CAMERAS.items()}
     defs.update({k: dict(v) for k, v in ((load_robot_spec(robot).sim or {}).get("cameras") or {}).items()})
+    return defs
+
+
+def sim_camera_intrinsics(robot: str, camera: str, size: int) -> tuple[float, float, float, float, int, int] | None:
+    """Pinhole intrinsics (fx, fy, cx, cy, W, H) [px] of a square ``size`` px frame of a sim camera,
+    from its vertical field of view ``fovy`` (as ``SimRobot.camera_intrinsics``: f = S / 2 /
+    tan(fovy / 2), principal point at the centre); None when the camera is not defined."""
+    d = sim_camera_definitions(robot).get(camera)
+    if d is None or "fovy" not in d:
+        return None
+    f = 0.5 * size / np.tan(0.5 * np.radians(float(d["fovy"])))
+    return f, f, (size - 1) / 2.0, (size - 1) / 2.0, int(size), int(size)
+
+
+def camera_pose_in_base(robot: str, camera: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Optical frame of a sim camera in ``base_link``: (R (3, 3) columns = optical x right, y down,
+    z forward; p (3,) [m]) from its ``pos``/``lookat`` definition (``sim.cameras`` of the robot
+    config over ``DEFAULT_CAMERAS``), the construction ``vla_mpc.sim.scene`` gives MuJoCo (world up
+    z). None when the camera is not defined (e.g. ``wrist``: it moves with the arm)."""
+    defs = sim_camera_definitions(robot)
     if camera not in defs or "lookat" not in defs[camera]:
         return None
     pos, look = np.asarray(defs[camera]["pos"], float), np.asarray(defs[camera]["lookat"], float)

@@ -47,7 +47,7 @@ from vla_mpc.models.action_expert import (
 from vla_mpc.models.ee_actions import rotation_log
 from vla_mpc.models.text import TEXT_DIM, TEXT_TOKEN_COUNTS
 from vla_mpc.models.vision import images_to_tensor, random_shift
-from vla_mpc.models.vlm import CompactVLM
+from vla_mpc.models.vlm import ROLE_KEYPOINT_DIM, CompactVLM, cell_splat
 from vla_mpc.sim.tasks import NUM_TASK_KEYPOINTS, TASK_KINDS
 
 __all__ = ["ACTION_MODES", "ACTION_STATS_GROUP", "SYSTEM1_CONDITIONS", "SYSTEM1_STATES", "PolicyConfig",
@@ -130,6 +130,20 @@ class PolicyConfig:
             (:class:`~vla_mpc.models.vlm.FeaturePoints`; Levine et al. 2016), so the keypoint head
             on ``z`` gets positions finer than the transformer's 16 px cells. Needs
             ``latent_tokens`` >= 2.
+        role_points: the feature points split by role (:class:`~vla_mpc.models.vlm.CompactVLM`):
+            half queried by the object phrase, half by the goal phrase, each keypoint read by its
+            own MLP from its role's points, and the keypoint head is ``z[:, -1, :6]`` (the
+            keypoints System 2 wrote there) instead of a linear map of all of ``z``. Needs
+            ``text_tokens`` 3, an even ``feature_points`` >= 2, ``keypoint_head`` and
+            ``latent_dim`` > 6.
+        keypoint_pixel_weight: weight of a second keypoint term for ``role_points``: each
+            role's first map is supervised with the cross-entropy (less the target's entropy,
+            so 0 at best) to the cell distribution whose expectation is where the keypoint
+            projects into the frame (:func:`~vla_mpc.models.vlm.cell_splat`; the batch's
+            ``keypoint_uv``, from the sim camera's geometry in training). The maps then learn
+            where the named object is straight from its pixels instead of through the 3-D
+            read-out alone (heatmap supervision, as in keypoint detectors: Tompson et al.
+            2014, Newell et al. 2016). 0 (default) = off.
         system1_state: how System 1 sees the robot. ``"joints"`` (default): every joint's
             normalised position and velocity. ``"cartesian"``: no arm joint position at all; the
             tool centre point's velocity (``base_link``, / :data:`TCP_VELOCITY_SCALE`), its
@@ -173,6 +187,8 @@ class PolicyConfig:
     text_tokens: int = 1
     feature_points: int = 0
     system1_state: str = "joints"
+    role_points: bool = False
+    keypoint_pixel_weight: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(str(j) for j in self.joint_names))
@@ -225,6 +241,18 @@ class PolicyConfig:
                              f"action_mode 'ee', got {self.system1_condition!r} and {self.action_mode!r}")
         if self.feature_points and self.latent_tokens < 2:
             raise ValueError(f"PolicyConfig.feature_points needs latent_tokens >= 2, got {self.latent_tokens}")
+        if not isinstance(self.role_points, bool):
+            raise ValueError(f"PolicyConfig.role_points must be a bool, got {self.role_points!r}")
+        if self.role_points and (self.text_tokens != 3 or not self.keypoint_head or self.feature_points < 2
+                                 or self.feature_points % 2 or self.latent_dim <= NUM_TASK_KEYPOINTS * 3):
+            raise ValueError(f"PolicyConfig.role_points needs text_tokens 3, keypoint_head, an even feature_points "
+                             f">= 2 and latent_dim > {NUM_TASK_KEYPOINTS * 3}, got {self.text_tokens}, "
+                             f"{self.keypoint_head}, {self.feature_points}, {self.latent_dim}")
+        w = self.keypoint_pixel_weight
+        if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0) \
+                or (w > 0 and not self.role_points):
+            raise ValueError(f"PolicyConfig.keypoint_pixel_weight must be a finite number >= 0 (> 0 needs "
+                             f"role_points), got {w!r} (role_points {self.role_points})")
         for name in ("rtc_frozen_steps", "augment_shift", "feature_points"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -375,7 +403,8 @@ class DualSystemPolicy(nn.Module):
         self.config = config
         self.stats = {k: {kk: [float(x) for x in vv] for kk, vv in v.items()} for k, v in stats.items()}
         self.system2 = CompactVLM(len(c.cameras), c.image_size, c.vision_width, c.d_model, c.vlm_layers,
-                                  c.vlm_heads, c.latent_tokens, c.latent_dim, c.text_tokens, c.feature_points)
+                                  c.vlm_heads, c.latent_tokens, c.latent_dim, c.text_tokens, c.feature_points,
+                                  c.role_points)
         extra = NUM_TASK_KEYPOINTS * 3 if c.keypoint_condition else 0
         extra += len(TASK_KINDS) if c.task_head else 0
         s1_tokens = 0 if c.system1_condition == "keypoints" else c.latent_tokens  # read-outs only
@@ -391,7 +420,8 @@ class DualSystemPolicy(nn.Module):
         self.register_buffer("action_mean", t(group, "mean"), persistent=False)
         self.register_buffer("action_std", t(group, "std"), persistent=False)
         if c.keypoint_head:
-            self.keypoint_head = nn.Linear(c.latent_tokens * c.latent_dim, NUM_TASK_KEYPOINTS * 3)
+            if not c.role_points:  # role points: System 2 writes the keypoints into z itself
+                self.keypoint_head = nn.Linear(c.latent_tokens * c.latent_dim, NUM_TASK_KEYPOINTS * 3)
             self.register_buffer("keypoint_mean", t("keypoints", "mean"), persistent=False)
             self.register_buffer("keypoint_std", t("keypoints", "std"), persistent=False)
         if c.task_head:
@@ -450,7 +480,7 @@ class DualSystemPolicy(nn.Module):
             raise ValueError("yaw rotations need system1_state 'cartesian' (joint positions do not rotate)")
         with torch.no_grad():
             if keypoints is None:
-                keypoints = self.keypoint_head(z.detach().flatten(1)) * self.keypoint_std + self.keypoint_mean
+                keypoints = self._keypoint_readout(z.detach()) * self.keypoint_std + self.keypoint_mean
             kp = keypoints.float().reshape(-1, NUM_TASK_KEYPOINTS, 3)
             q = proprio[:, : c.action_dim].detach().double().numpy()
             with self._kinematics_lock:
@@ -518,9 +548,15 @@ class DualSystemPolicy(nn.Module):
         return x * self.action_std + self.action_mean + base
 
     # --------------------------------------------------------------------------------- System 2
-    def encode(self, images: torch.Tensor, text_emb: torch.Tensor, augment: bool = False) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, text_emb: torch.Tensor, augment: bool = False, return_maps: bool = False
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """System 2: images uint8 (B, S, S, 3) or (B, N_cam, S, S, 3) + text_emb (B, text_tokens, 384)
         float32 (or (B, 384) with one text token) -> z (B, Tz, Dz).
+
+        With ``return_maps``: (z, maps, shift): the role maps of
+        :meth:`~vla_mpc.models.vlm.CompactVLM.forward` (B, N_cam, 2, G, G) or None, and how far
+        the augmentation moved each frame's content, (B, N_cam, 2) int64 [px] (dx right, dy down;
+        zeros without ``augment``).
 
         Raises:
             ValueError: wrong image or text shapes.
@@ -532,14 +568,37 @@ class DualSystemPolicy(nn.Module):
             raise ValueError(f"images must be (B, [N_cam,] {s}, {s}, 3) uint8 (resize_frame to image_size {s}), "
                              f"got {tuple(images.shape)}")
         x = images_to_tensor(images)  # [B, N, 3, S, S]
+        shift = torch.zeros(x.shape[0], x.shape[1], 2, dtype=torch.int64)
         if augment and self.config.augment_shift > 0:
-            x = random_shift(x.flatten(0, 1), self.config.augment_shift).view_as(x)
+            flat, moved = random_shift(x.flatten(0, 1), self.config.augment_shift, return_shift=True)
+            x, shift = flat.view_as(x), moved.view_as(shift)
         t = self.config.text_tokens
         if text_emb.shape[-1] != TEXT_DIM or not (text_emb.dim() == 3 and text_emb.shape[1] == t
                                                   or text_emb.dim() == 2 and t == 1):
             raise ValueError(f"text_emb must be (B, {t}, {TEXT_DIM})" + (f" or (B, {TEXT_DIM})" if t == 1 else "")
                              + f" (TextEncoder.encode_instruction), got {tuple(text_emb.shape)}")
-        return self.system2(x, text_emb.float())
+        if not return_maps:
+            return self.system2(x, text_emb.float())
+        z, maps = self.system2(x, text_emb.float(), return_maps=True)
+        return z, maps, shift
+
+    def _pixel_loss(self, maps: torch.Tensor, shift: torch.Tensor, uv: torch.Tensor) -> torch.Tensor | None:
+        """``keypoint_pixel_weight``'s term: mean KL from :func:`~vla_mpc.models.vlm.cell_splat` of
+        the (shifted) pixel targets ``uv`` (B, [N_cam,] 2, 2) to the role maps (B, N_cam, 2, G, G)
+        [nats]; None when no target is finite and inside the frame."""
+        b, n, roles, g, _ = maps.shape
+        uv = uv.float().reshape(b, -1, roles, 2)
+        if uv.shape[1] != n:
+            raise ValueError(f"keypoint_uv has {uv.shape[1]} camera(s), the frames {n}")
+        uv = uv + (2.0 * shift.float() / self.config.image_size)[:, :, None, :]
+        uv, maps = uv.reshape(-1, 2), maps.reshape(-1, g * g)
+        ok = torch.isfinite(uv).all(dim=1) & (uv.abs() <= 1.0).all(dim=1)
+        if not bool(ok.any()):
+            return None
+        target = cell_splat(uv[ok], g)
+        entropy = -(target * target.clamp_min(1e-12).log()).sum(dim=1)
+        cross = -(target * maps[ok].clamp_min(1e-12).log()).sum(dim=1)
+        return (cross - entropy).mean()
 
     # --------------------------------------------------------------------------------- training
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -564,13 +623,18 @@ class DualSystemPolicy(nn.Module):
                 ``actions`` nor ``s1_actions`` System 2 alone (``"keypoints"`` only). With
                 ``action_mode = "ee"``, ``action_poses`` / ``s1_action_poses`` float64 or float32
                 (B, H, 6) may give the targets' poses (:meth:`~vla_mpc.models.ee_actions.
-                EndEffectorActions.target_poses`), saving their forward kinematics.
+                EndEffectorActions.target_poses`), saving their forward kinematics. With
+                ``keypoint_pixel_weight`` > 0, ``keypoint_uv`` float32 (B, [N_cam,] 2, 2) (and
+                ``scene_keypoint_uv`` (B2, ...)): where the keypoints appear in the unshifted
+                frames, x right, y down in [-1, 1], NaN where unknown (``training.policy.
+                PixelProjector``).
 
         Returns:
-            (scalar loss, {"loss": ...[, "action_loss", "z_rms", "keypoint_loss",
+            (scalar loss, {"loss": ...[, "action_loss", "z_rms", "keypoint_loss", "pixel_loss",
             "task_loss"]}). Flow: MSE of the velocity ``a - eps``; ddim: MSE of the v-prediction;
             both in normalised action units; plus ``keypoint_weight`` x the keypoint MSE in
-            normalised keypoint units; plus the task head's cross-entropy [nats].
+            normalised keypoint units; plus ``keypoint_pixel_weight`` x the role maps' KL to
+            their pixel targets [nats]; plus the task head's cross-entropy [nats].
 
         Raises:
             ValueError: ``system1_condition = "keypoints"`` and the batch has no keypoints / task
@@ -582,18 +646,25 @@ class DualSystemPolicy(nn.Module):
         if not frames and c.system1_condition != "keypoints":
             raise ValueError("a batch without images only trains System 1 (system1_condition 'keypoints')")
         scenes = frames and c.keypoint_head and batch.get("scene_images") is not None
-        z = None
+        pixels = frames and c.keypoint_pixel_weight > 0 and batch.get("keypoint_uv") is not None
+        z = maps = shift = None
         if scenes:  # one System 2 pass over the demonstration frames and the extra layouts
             b = batch["images"].shape[0]
             images = batch["images"] if batch["images"].dim() == 5 else batch["images"].unsqueeze(1)
             scene_images = batch["scene_images"]
             scene_images = scene_images if scene_images.dim() == 5 else scene_images.unsqueeze(1)
-            z_all = self.encode(torch.cat([images, scene_images]),
-                                torch.cat([batch["text_emb"].float(), batch["scene_text_emb"].float()]),
-                                augment=self.training)
+            z_all, maps, shift = self.encode(torch.cat([images, scene_images]),
+                                             torch.cat([batch["text_emb"].float(), batch["scene_text_emb"].float()]),
+                                             augment=self.training, return_maps=True)
             z, z_scene = z_all[:b], z_all[b:]
+            if pixels:
+                scene_uv = batch.get("scene_keypoint_uv")
+                scene_uv = (torch.full((scene_images.shape[0], *batch["keypoint_uv"].shape[1:]), float("nan"))
+                            if scene_uv is None else scene_uv.float())
+                uv = torch.cat([batch["keypoint_uv"].float(), scene_uv])
         elif frames:
-            z = self.encode(batch["images"], batch["text_emb"], augment=self.training)
+            z, maps, shift = self.encode(batch["images"], batch["text_emb"], augment=self.training, return_maps=True)
+            uv = batch.get("keypoint_uv")
         system1 = not (c.system1_condition == "keypoints" and frames and batch.get("s1_actions") is None
                        and batch.get("actions") is None)  # else System 2 alone (train policy --system2-only)
         if not system1:
@@ -632,10 +703,10 @@ class DualSystemPolicy(nn.Module):
         info["z_rms"] = float(z.detach().pow(2).mean().sqrt())
         preds, targets = [], []
         if c.keypoint_head and batch.get("keypoints") is not None:
-            preds.append(self.keypoint_head(z.flatten(1)))
+            preds.append(self._keypoint_readout(z))
             targets.append(batch["keypoints"].float().flatten(1))
         if scenes:
-            preds.append(self.keypoint_head(z_scene.flatten(1)))
+            preds.append(self._keypoint_readout(z_scene))
             targets.append(batch["scene_keypoints"].float().flatten(1))
         if preds:
             pred = torch.cat(preds)
@@ -645,6 +716,11 @@ class DualSystemPolicy(nn.Module):
                 kp_loss = (pred[valid] - target[valid]).pow(2).mean()
                 info["keypoint_loss"] = float(kp_loss.detach())
                 loss = loss + c.keypoint_weight * kp_loss
+        if pixels and maps is not None:
+            pixel_loss = self._pixel_loss(maps, shift, uv)
+            if pixel_loss is not None:
+                info["pixel_loss"] = float(pixel_loss.detach())
+                loss = loss + c.keypoint_pixel_weight * pixel_loss
         if c.task_head:
             if batch.get("task_kind") is None:
                 raise ValueError("the task head needs the batch's 'task_kind' for its frames")
@@ -691,8 +767,15 @@ class DualSystemPolicy(nn.Module):
         """
         if not self.config.keypoint_head:
             raise RuntimeError("this policy has no keypoint head (PolicyConfig.keypoint_head is false)")
-        x = self.keypoint_head(z.float().flatten(1)) * self.keypoint_std + self.keypoint_mean
+        x = self._keypoint_readout(z.float()) * self.keypoint_std + self.keypoint_mean
         return x.view(z.shape[0], NUM_TASK_KEYPOINTS, 3)
+
+    def _keypoint_readout(self, z: torch.Tensor) -> torch.Tensor:
+        """The keypoint head: (B, Tz, Dz) -> (B, 6) normalised keypoints; with ``role_points`` the
+        first 6 values of ``z``'s last token, else a linear map of the flattened ``z``."""
+        if self.config.role_points:
+            return z[:, -1, :ROLE_KEYPOINT_DIM]
+        return self.keypoint_head(z.flatten(1))
 
     # -------------------------------------------------------------------------------- inference
     def _time_terms(self) -> torch.Tensor:
@@ -759,10 +842,6 @@ class DualSystemPolicy(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts: ``system2`` (with the keypoint and task heads), ``system1``, ``total``."""
-        s2 = sum(p.numel() for p in self.system2.parameters())
-        if self.config.keypoint_head:
-            s2 += sum(p.numel() for p in self.keypoint_head.parameters())
-        if self.config.task_head:
-            s2 += sum(p.numel() for p in self.task_head.parameters())
         s1 = sum(p.numel() for p in self.system1.parameters())
-        return {"system2": s2, "system1": s1, "total": s2 + s1}
+        total = sum(p.numel() for p in self.parameters())
+        return {"system2": total - s1, "system1": s1, "total": total}

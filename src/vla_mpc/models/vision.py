@@ -68,15 +68,18 @@ def images_to_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None,
+                 return_shift: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """DrQ random shift: replicate-pad by ``pad`` px and crop back at a random offset per image.
 
     Args:
         x: (B, C, S, S) float images.
         pad: shift range [px], >= 0 (0 returns ``x``).
+        return_shift: also return how far each image's content moved, (B, 2) int64 (dx right,
+            dy down) [px], each in [-pad, pad].
     """
     if pad <= 0:
-        return x
+        return (x, torch.zeros(x.shape[0], 2, dtype=torch.int64)) if return_shift else x
     b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
@@ -86,7 +89,9 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
     cols = (dx[:, None] + torch.arange(w)[None, :])  # [B, W]
     idx_b = torch.arange(b)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    return out.permute(0, 3, 1, 2).contiguous()
+    out = out.permute(0, 3, 1, 2).contiguous()
+    # out[y, x] = x[y + dy - pad, x + dx - pad]: the content moved by (pad - dx, pad - dy)
+    return (out, torch.stack([pad - dx, pad - dy], dim=1)) if return_shift else out
 
 
 def shifted_views(frames: np.ndarray, radius: int) -> np.ndarray:

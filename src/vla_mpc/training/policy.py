@@ -36,8 +36,9 @@ from vla_mpc.models.policy import (
     delta_action_stats,
     isotropic_xy_stats,
 )
+from vla_mpc.sim.tasks import TASK_KINDS
 
-__all__ = ["make_policy_batch", "make_system1_batch", "action_pose_table", "rows_starting_at_their_state",
+__all__ = ["PixelProjector", "make_policy_batch", "make_system1_batch", "action_pose_table", "rows_starting_at_their_state",
            "rows_of_kinds", "parse_dataset_kinds", "task_kind_indices", "perturb_proprio", "build_policy",
            "with_new_system1", "parse_args", "main"]
 
@@ -49,6 +50,53 @@ DEFAULT_KEYPOINT_NOISE = 0.01
 #: committed target at the row's instant, within tracking lag of the measured positions (Franka
 #: demonstrations: 0.03 rad median, 0.08 rad at the 90th percentile, largest joint).
 DEFAULT_MAX_START_GAP = 0.3
+
+
+class PixelProjector:
+    """Where task keypoints appear in a fixed sim camera's model frames: the pixel targets of
+    ``PolicyConfig.keypoint_pixel_weight``.
+
+    The camera is the robot's sim camera (``pos`` / ``lookat`` / ``fovy``,
+    :func:`vla_mpc.pictures.sim_camera_definitions`; the frames are square renders resized to
+    ``image_size``, :func:`~vla_mpc.models.vision.resize_frame`). Only for data rendered by that
+    camera: a real camera would need its calibration.
+
+    Args:
+        robot: robot name (its config's ``sim.cameras``).
+        camera: camera name, a fixed camera (``front``).
+        image_size: the model's frame side S [px].
+
+    Raises:
+        ValueError: the camera is not a fixed sim camera with a field of view.
+    """
+
+    def __init__(self, robot: str, camera: str, image_size: int) -> None:
+        from vla_mpc.pictures import camera_pose_in_base, sim_camera_intrinsics
+
+        pose = camera_pose_in_base(robot, camera)
+        intrinsics = sim_camera_intrinsics(robot, camera, image_size)
+        if pose is None or intrinsics is None:
+            raise ValueError(f"pixel targets need a fixed sim camera with pos, lookat and fovy; {camera!r} of "
+                             f"{robot!r} is not one")
+        self.rotation, self.position = pose
+        self.intrinsics, self.size = intrinsics, int(image_size)
+        self._push = TASK_KINDS.index("push")
+
+    def __call__(self, keypoints: np.ndarray | torch.Tensor, kinds: np.ndarray | torch.Tensor | None) -> torch.Tensor:
+        """(B, 2, 3) keypoints [m, base_link] and (B,) task kind indices -> (B, 2, 2) float32 in
+        [-1, 1] (x right, y down; the centre of pixel i is (i + 0.5) / S x 2 - 1), NaN where the
+        keypoint is NaN, behind the camera or outside the frame, and for a push goal (a spot on
+        the bare table that no image feature marks)."""
+        from vla_mpc.pictures import project
+
+        kp = np.asarray(keypoints, dtype=np.float64)
+        uv, ok = project(kp.reshape(-1, 3), self.rotation, self.position, self.intrinsics)
+        out = (uv + 0.5) / self.size * 2.0 - 1.0
+        out[~(ok & np.isfinite(uv).all(axis=1))] = np.nan
+        out = out.reshape(kp.shape[0], kp.shape[1], 2)
+        if kinds is not None:
+            out[np.asarray(kinds) == self._push, 1] = np.nan
+        return torch.from_numpy(out.astype(np.float32))
 
 
 def task_kind_indices(instructions: Sequence[str]) -> dict[str, int]:
@@ -162,11 +210,13 @@ def rows_starting_at_their_state(dataset, rows: np.ndarray, max_gap: float) -> t
 
 
 def _rows_and_older(dataset, rows: np.ndarray, rng: np.random.Generator, batch_size: int,
-                    max_latent_lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """``batch_size`` sorted rows drawn from ``rows`` and, for each, the row ``lag ~ U{0..max_latent_lag}``
-    earlier in the same episode (the row itself where that would cross into the previous episode):
-    where System 2's latent comes from at run time."""
-    pick = np.sort(rng.choice(rows, size=batch_size, replace=len(rows) < batch_size))
+                    max_latent_lag: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``batch_size`` sorted rows drawn from ``rows`` (with probabilities ``weights``, summing to 1,
+    or uniformly) and, for each, the row ``lag ~ U{0..max_latent_lag}`` earlier in the same
+    episode (the row itself where that would cross into the previous episode): where System 2's
+    latent comes from at run time."""
+    pick = np.sort(rng.choice(rows, size=batch_size, replace=weights is not None or len(rows) < batch_size,
+                              p=weights))
     lag = rng.integers(0, max_latent_lag + 1, size=batch_size)
     ep = np.asarray(dataset.episode_index)
     older = np.maximum(pick - lag, 0)
@@ -237,7 +287,8 @@ def make_policy_batch(
 def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: np.random.Generator,
                        batch_size: int, *, max_latent_lag: int = DEFAULT_MAX_LATENT_LAG,
                        keypoint_noise: float = DEFAULT_KEYPOINT_NOISE,
-                       action_poses: np.ndarray | None = None, yaw_augment: bool = False) -> dict[str, torch.Tensor]:
+                       action_poses: np.ndarray | None = None, yaw_augment: bool = False,
+                       balance_kinds: bool = False) -> dict[str, torch.Tensor]:
     """Rows for System 1 alone (``system1_condition = "keypoints"``): no frame is read.
 
     System 1 then sees the dataset's task keypoints as System 2 would give them at run time: from a
@@ -254,6 +305,10 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
         yaw_augment: also draw ``s1_yaw`` float32 (B,) uniform in [-pi, pi) [rad]: the loss
             turns each row's scene by it about ``base_link``'s z (``PolicyConfig.system1_state =
             "cartesian"``).
+        balance_kinds: draw each task kind equally often (each row with probability 1 / (kinds
+            x its kind's rows), with replacement) instead of each row equally often, so a kind
+            with long or many episodes (push after extra push sets) does not crowd out the
+            others' rows in System 1's batches.
 
     Returns:
         ``s1_proprio`` float32 (B, 2A), ``s1_actions`` float32 (B, H, A), ``s1_keypoints`` float32
@@ -265,7 +320,12 @@ def make_system1_batch(dataset, rows: np.ndarray, task_kinds: np.ndarray, rng: n
     """
     if len(rows) == 0 or getattr(dataset, "keypoints", None) is None:
         raise ValueError("System 1 rows need a dataset with keypoints and at least one row")
-    pick, older = _rows_and_older(dataset, rows, rng, batch_size, max_latent_lag)
+    weights = None
+    if balance_kinds:
+        kinds = np.asarray(task_kinds)[rows]
+        _, inverse, counts = np.unique(kinds, return_inverse=True, return_counts=True)
+        weights = 1.0 / (len(counts) * counts[inverse])
+    pick, older = _rows_and_older(dataset, rows, rng, batch_size, max_latent_lag, weights)
     kp = np.asarray(dataset.keypoints[older], dtype=np.float32)
     kp = np.where(np.isfinite(kp), kp, np.asarray(dataset.keypoints[pick], dtype=np.float32))
     if keypoint_noise > 0.0:
@@ -458,7 +518,8 @@ SYSTEMS = ("system1", "system2")
 
 #: PolicyConfig fields :func:`with_new_system2` may change.
 SYSTEM2_FIELDS = ("feature_points", "augment_shift", "vision_width", "d_model", "vlm_layers", "vlm_heads",
-                  "latent_tokens", "latent_dim", "text_tokens", "keypoint_weight")
+                  "latent_tokens", "latent_dim", "text_tokens", "keypoint_weight", "role_points",
+                  "keypoint_pixel_weight")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -509,6 +570,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "README). With --init and --system2-only: a fresh System 2 with this input")
     ap.add_argument("--system1-batch-size", type=int, default=256,
                     help="System 1 rows per step with --system1-condition keypoints (default 256)")
+    ap.add_argument("--balance-kinds", action="store_true",
+                    help="System 1's rows drawn so that each task kind fills an equal share of a batch (default: "
+                         "each row equally often, so a kind with more or longer episodes fills more)")
     ap.add_argument("--system1-only", action="store_true",
                     help="with --system1-condition keypoints (or --init of such a checkpoint): train System 1 alone "
                          "on the datasets' rows (System 2 and its heads frozen, no frame read; minutes, e.g. after a "
@@ -531,6 +595,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "(PolicyConfig.feature_points; default 0 = none; 8 in the shipped Franka policy, README). "
                          "With --init and --system2-only: a fresh System 2 with this many points for the "
                          "checkpoint's System 1")
+    ap.add_argument("--role-points", action="store_true", default=None,
+                    help="split the feature points by role (PolicyConfig.role_points): half queried by the object "
+                         "phrase, half by the goal phrase, each keypoint read from its own role's points; needs "
+                         "--text-tokens 3 and --feature-points (even). With --init and --system2-only: a fresh "
+                         "System 2 of that kind")
+    ap.add_argument("--keypoint-pixel-weight", type=float, default=None,
+                    help="with --role-points: weight of the role maps' pixel targets (PolicyConfig."
+                         "keypoint_pixel_weight; where the keypoints project into the sim camera's frames; default 0 = "
+                         "off). With --init and --system2-only: a fresh System 2 trained so")
     ap.add_argument("--system1-state", choices=SYSTEM1_STATES, default=None,
                     help="how System 1 sees the robot: 'joints' (default: joint positions and velocities) or "
                          "'cartesian' (the tool's velocity and orientation, the gripper, no arm joint position; "
@@ -603,10 +676,14 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             policy = with_new_system1(policy, stats=stats, **sizes)
             fresh.add("system1")
         new_system2 = {k: int(opt[k]) for k in ("feature_points", "text_tokens") if opt.get(k) is not None}
+        if opt.get("role_points"):
+            new_system2["role_points"] = True
+        if opt.get("keypoint_pixel_weight") is not None:
+            new_system2["keypoint_pixel_weight"] = float(opt["keypoint_pixel_weight"])
         if new_system2:
             if not opt["system2_only"]:
-                raise ValueError("--feature-points / --text-tokens with --init need --system2-only (a fresh System 2 "
-                                 "on the checkpoint's System 1)")
+                raise ValueError("--feature-points / --text-tokens / --role-points with --init need --system2-only (a "
+                                 "fresh System 2 on the checkpoint's System 1)")
             policy = with_new_system2(policy, **new_system2)
             fresh.add("system2")
         if opt.get("augment_shift") is not None:
@@ -618,6 +695,9 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                               system1_condition=opt["system1_condition"], text_tokens=opt["text_tokens"] or 1, **sizes,
                               **({} if opt.get("augment_shift") is None else {"augment_shift": int(opt["augment_shift"])}),
                               **({} if opt.get("feature_points") is None else {"feature_points": int(opt["feature_points"])}),
+                              **({"role_points": True} if opt.get("role_points") else {}),
+                              **({} if opt.get("keypoint_pixel_weight") is None
+                                 else {"keypoint_pixel_weight": float(opt["keypoint_pixel_weight"])}),
                               **({} if opt["keypoint_weight"] is None else {"keypoint_weight": opt["keypoint_weight"]}))
     if opt["system1_only"] and opt["system2_only"]:
         raise ValueError("--system1-only and --system2-only exclude each other")
@@ -680,12 +760,21 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
 
         n_arm = load_robot_spec(policy.config.robot).n_arm
 
+    projector = None
+    if policy.config.keypoint_pixel_weight > 0 and not opt["system1_only"]:
+        cameras = {ds.meta.get("camera")} | {sc.meta.get("camera") for sc in scenes}
+        if len(cameras) != 1 or len(policy.config.cameras) != 1:
+            raise ValueError(f"--keypoint-pixel-weight needs one camera for every dataset and scene set, got "
+                             f"{sorted(map(str, cameras))} (policy cameras {list(policy.config.cameras)})")
+        projector = PixelProjector(policy.config.robot, cameras.pop(), policy.config.image_size)
+
     def make_batch(split: str, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         if opt["system1_only"]:
             batch = make_system1_batch(ds, s1_rows[split], row_kinds, rng, opt["system1_batch_size"],
                                        max_latent_lag=opt["max_latent_lag"],
                                        keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0,
-                                       action_poses=poses, yaw_augment=bool(opt["yaw_augment"]) and split == "train")
+                                       action_poses=poses, yaw_augment=bool(opt["yaw_augment"]) and split == "train",
+                                       balance_kinds=bool(opt.get("balance_kinds")) and split == "train")
             if split == "train":
                 perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
             return batch
@@ -694,6 +783,10 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                                   action_poses=poses)
         if split == "train" and scenes and policy.config.keypoint_head:
             batch.update(make_scene_batch(scenes, scene_sizes, text_emb, rng, opt["scene_batch_size"], kind_of))
+        if projector is not None and batch.get("keypoints") is not None:
+            batch["keypoint_uv"] = projector(batch["keypoints"], batch.get("task_kind"))
+            if batch.get("scene_keypoints") is not None:
+                batch["scene_keypoint_uv"] = projector(batch["scene_keypoints"], batch.get("scene_task_kind"))
         if opt["system2_only"]:  # frames, keypoints and task kinds only: the loss leaves System 1 out
             return {k: v for k, v in batch.items() if k not in ("proprio", "actions", "action_poses")}
         if s1_rows is not None:  # validation: the same rows, without the keypoint noise
@@ -701,7 +794,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
                                             max_latent_lag=opt["max_latent_lag"],
                                             keypoint_noise=opt["keypoint_noise"] if split == "train" else 0.0,
                                             action_poses=poses,
-                                            yaw_augment=bool(opt["yaw_augment"]) and split == "train"))
+                                            yaw_augment=bool(opt["yaw_augment"]) and split == "train",
+                                            balance_kinds=bool(opt.get("balance_kinds")) and split == "train"))
         if split == "train":
             perturb_proprio(batch, rng, opt["proprio_noise"], n_arm)
         return batch
@@ -713,7 +807,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
              "proprio_noise": opt["proprio_noise"], "max_start_gap": opt["max_start_gap"], "dropped_rows": dropped}
     if s1_rows is not None:
         extra.update(system1_batch_size=opt["system1_batch_size"], keypoint_noise=opt["keypoint_noise"],
-                     yaw_augment=bool(opt["yaw_augment"]),
+                     yaw_augment=bool(opt["yaw_augment"]), balance_kinds=bool(opt.get("balance_kinds")),
                      system1_only=bool(opt["system1_only"]), system2_only=bool(opt["system2_only"]))
     config = TrainConfig(max_steps=opt["steps"], max_minutes=opt["minutes"], batch_size=opt["batch_size"],
                          lr=opt["lr"], seed=opt["seed"], num_threads=opt["threads"])
