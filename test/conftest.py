@@ -165,3 +165,14 @@ def ros_node() -> Iterator[RosTestNode]:
 def output_dir() -> Path:
     """A scratch folder that lives for the session."""
     return Path(tempfile.mkdtemp(prefix="vla_mpc_test_"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models: extra torch threads only contend on the shared CPU (restored afterwards)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

@@ -36,15 +36,6 @@ def _small_policy(dof: int = 3, stats: dict | None = None, **kw) -> DualSystemPo
     return DualSystemPolicy(cfg, stats or _stats(dof)).eval()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny batches: extra torch threads only contend on the shared CPU (restored afterwards)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 # ---------------------------------------------------------------------------------- preprocessing
 
 

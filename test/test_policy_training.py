@@ -304,15 +304,6 @@ def _two_squares(rng: np.random.Generator, n: int, names: np.ndarray, phrases: d
     return torch.from_numpy(frames), torch.from_numpy(text), torch.from_numpy(kp)
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model: extra torch threads only contend on the shared CPU (restored afterwards)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.mark.parametrize("pixel_weight", [0.0, 1.0])
 def test_role_points_bind_the_object_phrase_to_its_square(one_thread, pixel_weight):
     """Two squares of two colours in every frame; which is the object is only in the object
