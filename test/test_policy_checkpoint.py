@@ -142,13 +142,30 @@ def test_the_shipped_franka_policy_is_what_the_benchmarks_and_budget_say():
     from pathlib import Path
 
     from vla_mpc.bench.learning import staged_cost
-    from vla_mpc.bench.policy import FEATURE_POINTS, SYSTEM1_STATE
+    from vla_mpc.bench.policy import SYSTEM1_STATE, shipped_policy_config
     from vla_mpc.core.robot_model import load_robot_spec
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "panda" / "policy"
     policy = load_policy(shipped, expected_joint_names=load_robot_spec("panda").joint_names)
     c = policy.config
-    assert c.feature_points == FEATURE_POINTS and c.system1_condition == "keypoints" and c.action_mode == "ee"
-    assert c.system1_state == SYSTEM1_STATE
+    assert shipped_policy_config()[0] == c  # the System 2 bench policy times is the shipped one's
+    assert c.feature_points == 8 and c.system1_condition == "keypoints" and c.action_mode == "ee"
+    assert c.system1_state == SYSTEM1_STATE and c.role_points and c.text_tokens == 3
     minutes, _, stages, notes = staged_cost(shipped)
-    assert 0 < minutes <= 30.0 and stages == 2 and len(notes) == 4  # replaced: two System 2 stages, two System 1s
+    assert 0 < minutes <= 30.0 and stages == 2 and notes == []  # a fresh System 1, then System 2 on it
+
+
+def test_the_policy_node_hands_goal_readings_to_system2():
+    """The node's ``goal_readings`` parameter reaches the learned System 2: -1 its default
+    (:data:`GOAL_READINGS` for the shipped role-point policy), 0 off, N held; below -1 raises."""
+    from pathlib import Path
+
+    from vla_mpc.models.learned import GOAL_READINGS
+    from vla_mpc.ros.policy_node import load_backends
+
+    shipped = str(Path(__file__).resolve().parents[1] / "checkpoints" / "panda" / "policy")
+    for asked, held in ((-1, GOAL_READINGS), (0, 0), (5, 5)):
+        _, s2, _ = load_backends("learned", "panda", 16, 0.05, 0.3, checkpoint=shipped, goal_readings=asked)
+        assert s2.goal_readings == held
+    with pytest.raises(ValueError, match="goal_readings"):
+        load_backends("learned", "panda", 16, 0.05, 0.3, checkpoint=shipped, goal_readings=-2)

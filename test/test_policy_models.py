@@ -14,7 +14,7 @@ import torch
 from vla_mpc.models.action_expert import (ActionExpert, cosine_alpha_bar, ddim_sample, ddim_timesteps,
                                           diffusion_loss, flow_matching_loss, flow_sample, rtc_weights)
 from vla_mpc.models.base import System1Backend, System2Backend
-from vla_mpc.models.learned import RTC_PREFIX_STEPS, LearnedSystem1, LearnedSystem2
+from vla_mpc.models.learned import GOAL_READINGS, RTC_PREFIX_STEPS, LearnedSystem1, LearnedSystem2
 from vla_mpc.models.policy import DualSystemPolicy, PolicyConfig, delta_action_stats
 from vla_mpc.models.text import TextEncoder
 from vla_mpc.models.vision import resize_frame
@@ -395,9 +395,12 @@ def test_models_import_without_ros():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+_KEYPOINT_STATS = {**_stats(3), "keypoints": {"mean": [0.1] * 6, "std": [2.0] * 6}}
+
+
 def _role_policy(**kw) -> DualSystemPolicy:
-    stats = {**_stats(3), "keypoints": {"mean": [0.1] * 6, "std": [2.0] * 6}}
-    return _small_policy(keypoint_head=True, text_tokens=3, feature_points=4, role_points=True, stats=stats, **kw)
+    return _small_policy(keypoint_head=True, text_tokens=3, feature_points=4, role_points=True, stats=_KEYPOINT_STATS,
+                         **kw)
 
 
 def test_role_points_read_each_keypoint_through_its_own_phrase(one_thread):
@@ -439,6 +442,57 @@ def test_role_points_read_each_keypoint_through_its_own_phrase(one_thread):
             PolicyConfig(**base, role_points=True, **bad)
     with pytest.raises(ValueError, match="role_points needs"):
         PolicyConfig(robot="r", joint_names=["a"], text_tokens=3, feature_points=4, role_points=True)  # no head
+
+
+def test_with_keypoints_writes_the_role_readout_back_into_z():
+    pol = _role_policy()
+    z = torch.randn(2, 4, 16)
+    kp = torch.tensor([[[0.4, -0.1, 0.03], [0.5, 0.2, 0.02]], [[0.3, 0.0, 0.1], [0.6, -0.3, 0.0]]])
+    out = pol.with_keypoints(z, kp)
+    torch.testing.assert_close(pol.predict_keypoints(out), kp)
+    torch.testing.assert_close(out[:, :-1], z[:, :-1])  # only the keypoint values change
+    torch.testing.assert_close(out[:, -1, 6:], z[:, -1, 6:])
+    assert not torch.equal(z, out)  # a copy: z itself is untouched
+    with pytest.raises(ValueError, match="keypoints must be"):
+        pol.with_keypoints(z, kp[:1])
+    with pytest.raises(RuntimeError, match="role_points"):
+        _small_policy(keypoint_head=True, stats=_KEYPOINT_STATS).with_keypoints(z, kp)
+
+
+def test_learned_system2_holds_the_median_of_its_first_goal_readings(one_thread):
+    """With ``goal_readings`` N the goal in ``z`` is the median of the instruction's first N goal
+    readings (so far), then fixed; the object keeps following the frames; a new instruction or a
+    reset starts again."""
+    pol, text = _role_policy(), _FakeText()
+    rng = np.random.default_rng(4)
+    frames = [{"front": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)} for _ in range(5)]
+    free = LearnedSystem2(pol, text, shift_average_px=0, goal_readings=0)
+    held = LearnedSystem2(pol, text, shift_average_px=0, goal_readings=3)
+    task = "put the red cube on the green pad"
+    read, kept = [], []
+    for f in frames:
+        z_free, z_held = free.infer(f, task), held.infer(f, task)
+        read.append(free.keypoints.copy())
+        kept.append(held.keypoints.copy())
+        np.testing.assert_allclose(held.keypoints[0], free.keypoints[0], atol=1e-5)  # the object as read
+        np.testing.assert_allclose(pol.predict_keypoints(torch.from_numpy(z_held)[None])[0].numpy(), held.keypoints,
+                                   atol=1e-5)  # what System 1 reads from z
+        np.testing.assert_array_equal(z_held[:-1], z_free[:-1])
+    goals = np.stack([r[1] for r in read])
+    assert np.ptp(goals, axis=0).max() > 1e-3  # the frames do give different readings
+    for k, expected in enumerate([goals[0], goals[:2].mean(0)] + [np.median(goals[:3], axis=0)] * 3):
+        np.testing.assert_allclose(kept[k][1], expected, atol=1e-5)
+    held.infer(frames[4], "touch the blue cube")  # another instruction: its own first reading
+    free.infer(frames[4], "touch the blue cube")
+    np.testing.assert_allclose(held.keypoints, free.keypoints, atol=1e-5)
+    held.reset()
+    held.infer(frames[3], task)
+    np.testing.assert_allclose(held.keypoints[1], goals[3], atol=1e-5)
+    assert LearnedSystem2(pol, text).goal_readings == GOAL_READINGS
+    assert LearnedSystem2(_small_policy(keypoint_head=True, stats=_KEYPOINT_STATS), text).goal_readings == 0
+    for bad, p in ((-1, pol), (1.5, pol), (1, _small_policy(keypoint_head=True, stats=_KEYPOINT_STATS))):
+        with pytest.raises(ValueError, match="goal_readings"):
+            LearnedSystem2(p, text, goal_readings=bad)
 
 
 def test_cell_splat_is_a_distribution_whose_expectation_is_the_target():

@@ -254,6 +254,27 @@ def test_privileged_readouts_hand_system1_the_true_keypoints(panda, tmp_path) ->
     expected = task_keypoints(bind_origin(episode.task, objects), objects)
     np.testing.assert_allclose(calls[-1][0], expected)
     assert calls[-1][1] == "push"
+    # only one keypoint true: the other is System 2's reading of z, and the kind System 2's too
+    read = np.array([[0.3, -0.2, 0.05], [0.6, 0.1, 0.02]], np.float32)
+
+    class ReadingPolicy:
+        def predict_keypoints(self, z):
+            import torch
+
+            assert z.shape == (1, 4, 16)
+            return torch.from_numpy(read)[None]
+
+    rec = Recorder()
+    rec.policy = ReadingPolicy()
+    for which, true_row in (("object", 0), ("goal", 1)):
+        part = PrivilegedReadouts(rec, sim, which)
+        part.start(episode)
+        part.infer(np.zeros((4, 16), np.float32), q)
+        np.testing.assert_allclose(calls[-1][0][true_row], expected[true_row], rtol=1e-6)
+        np.testing.assert_allclose(calls[-1][0][1 - true_row], read[1 - true_row])
+        assert calls[-1][1] is None
+    with pytest.raises(ValueError, match="which"):
+        PrivilegedReadouts(rec, sim, "both")
 
     import torch
 
@@ -295,8 +316,9 @@ def test_learned_success_rates_seed_system1_noise(tmp_path, monkeypatch) -> None
     built = []
     original = learned.load_learned_backends
 
-    def spy(checkpoint, joint_names, need_system2=True, seed=0, prefix_steps=learned.RTC_PREFIX_STEPS):
-        policy, s2, make_s1 = original(checkpoint, joint_names, need_system2, seed, prefix_steps)
+    def spy(checkpoint, joint_names, need_system2=True, seed=0, prefix_steps=learned.RTC_PREFIX_STEPS,
+            goal_readings=None):
+        policy, s2, make_s1 = original(checkpoint, joint_names, need_system2, seed, prefix_steps, goal_readings)
 
         class _Text:  # keeps the test off the MiniLM model
             def encode_instruction(self, text, tokens):
@@ -306,7 +328,7 @@ def test_learned_success_rates_seed_system1_noise(tmp_path, monkeypatch) -> None
             s1 = make_s1()
             built.append((s1.seed, s1.prefix_steps))
             return s1
-        return policy, learned.LearnedSystem2(policy, _Text()), make
+        return policy, learned.LearnedSystem2(policy, _Text(), goal_readings=goal_readings), make
 
     monkeypatch.setattr(learned, "load_learned_backends", spy)
     out = learned_success_rates(str(tmp_path / "ckpt"), "panda", ["reach"], 1, config=RolloutConfig(timeout_s=0.3),

@@ -2,9 +2,9 @@
 
 Rows (one dict each):
 
-* ``system2``: ``s2_latency_ms_p50`` / ``p99`` -- the built-in System 2 (:class:`LearnedSystem2`,
-  default :class:`PolicyConfig` with the shipped Franka policy's ``feature_points``
-  (:data:`FEATURE_POINTS`), random weights: timing does not depend on training) on one
+* ``system2``: ``s2_latency_ms_p50`` / ``p99`` -- the built-in System 2 (:class:`LearnedSystem2`
+  with the shipped Franka policy's configuration and statistics, ``checkpoints/panda/policy/
+  config.json``, and random weights: timing does not depend on training) on one
   224x224 RGB frame + an instruction, end to end (resize to 96 px, CNN, transformer; the MiniLM
   embedding is cached per instruction, so a repeated instruction costs a dictionary look-up; the
   first encoding of a new one is reported as ``text_first_ms``).
@@ -68,17 +68,28 @@ def _pcts(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-#: System 2's feature points in the shipped Franka policy (``checkpoints/panda/policy``, session 11).
-FEATURE_POINTS = 8
-
 #: How the shipped Franka policy's System 1 sees the robot (``PolicyConfig.system1_state``, session 12).
 SYSTEM1_STATE = "cartesian"
 
 
-def bench_system2(repeats: int = 40) -> dict:
-    from vla_mpc.core.robot_model import load_robot_spec
+def shipped_policy_config() -> tuple[PolicyConfig, dict]:
+    """The shipped Franka policy's ``(PolicyConfig, statistics)`` (``checkpoints/panda/policy``
+    under the share directory; no weights read).
 
-    pol = _policy("panda", load_robot_spec("panda").joint_names, feature_points=FEATURE_POINTS)
+    Raises:
+        CheckpointError: the checkpoint's ``config.json`` is missing or invalid.
+    """
+    from vla_mpc.models.checkpoint import read_checkpoint_config
+    from vla_mpc.paths import share_dir
+
+    config, stats, _doc = read_checkpoint_config(share_dir() / "checkpoints" / "panda" / "policy")
+    return config, stats
+
+
+def bench_system2(repeats: int = 40) -> dict:
+    config, stats = shipped_policy_config()
+    torch.manual_seed(0)
+    pol = DualSystemPolicy(config, stats).eval()
     enc = TextEncoder()
     s2 = LearnedSystem2(pol, enc)
     img = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
@@ -100,6 +111,8 @@ def bench_system2(repeats: int = 40) -> dict:
     return {"name": "system2", "s2_latency_ms_p50": p50, "s2_latency_ms_p99": p99, "text_first_ms": text_first_ms,
             "text_model_load_s": load_s, "system2_parameters": n["system2"], "image": "224x224 -> 96",
             "latent_shape": list(s2.latent_shape), "feature_points": pol.config.feature_points,
+            "text_tokens": pol.config.text_tokens, "role_points": pol.config.role_points,
+            "goal_readings": s2.goal_readings,
             "shift_average_px": s2.shift_average_px,
             "views": 9 if s2.shift_average_px else 1, "torch_threads": torch.get_num_threads(),
             "load_avg_1min": os.getloadavg()[0],

@@ -30,7 +30,7 @@ from vla_mpc.models.text import TextEncoder
 from vla_mpc.models.vision import resize_frame, shifted_views
 from vla_mpc.sim.tasks import TASK_KINDS
 
-__all__ = ["CheckpointError", "LearnedSystem2", "LearnedSystem1", "RTC_PREFIX_STEPS", "SHIFT_AVERAGE_PX", "limit_threads",
+__all__ = ["CheckpointError", "GOAL_READINGS", "LearnedSystem2", "LearnedSystem1", "RTC_PREFIX_STEPS", "SHIFT_AVERAGE_PX", "limit_threads",
            "load_learned_backends"]
 
 #: Default test-time shift radius of :class:`LearnedSystem2` [px of the model frame]. Measured on
@@ -53,6 +53,16 @@ SHIFT_AVERAGE_PX = 2
 #: (CC 19.6 per episode), 11/20 (CC 4.4). So only the frozen steps (the ones executed while System 1
 #: infers) are inpainted (README, "Session 13").
 RTC_PREFIX_STEPS = 2
+#: Default for :class:`LearnedSystem2`'s ``goal_readings`` (``role_points`` policies): the goal
+#: keypoint published for an instruction is the median of System 2's first this-many readings of it,
+#: then held. Every task's goal is a place fixed in ``base_link`` when the instruction comes (the
+#: pad, the cube's top face, the push goal ``push_travel`` from where the cube *was*): later frames
+#: show the arm over the pad or the cube already moved, and a push's goal cannot be read from them
+#: at all. Measured on the session-15 Franka checkpoint (ROS-free ``sim.rollout``, safety filter,
+#: System 1 noise seed 0): pick_place 16/40 layouts held against 10/40 read every time (the same
+#: layouts; held won every layout where the two differed on 100020-100039), push 15/20 against
+#: 17/20 (within the noise of 20 layouts).
+GOAL_READINGS = 3
 
 
 def limit_threads(n: int) -> dict[str, int]:
@@ -99,13 +109,20 @@ class LearnedSystem2:
             keypoint head is linear, so the read keypoints are the views' mean); 0: one view.
             None: :data:`SHIFT_AVERAGE_PX`, capped at the policy's training ``augment_shift``
             (a policy trained without shifts gets one view).
+        goal_readings: hold the goal keypoint: for each instruction (until :meth:`reset` or
+            another instruction), the goal in ``z`` and :attr:`keypoints` is the per-axis median
+            of System 2's first ``goal_readings`` goal readings (so far, until there are that
+            many), then fixed; 0: every reading as read. Needs a ``role_points`` policy (its ``z``
+            carries the keypoints, :meth:`DualSystemPolicy.with_keypoints`). None:
+            :data:`GOAL_READINGS` for ``role_points`` policies, else 0.
 
     Raises:
-        ValueError: a negative ``shift_average_px`` or one not below the model frame size.
+        ValueError: a negative ``shift_average_px`` or one not below the model frame size; a
+            negative ``goal_readings``, or a positive one for a policy without ``role_points``.
     """
 
     def __init__(self, policy: DualSystemPolicy, text_encoder: TextEncoder | None = None,
-                 shift_average_px: int | None = None) -> None:
+                 shift_average_px: int | None = None, goal_readings: int | None = None) -> None:
         self.policy = policy
         self.text_encoder = text_encoder or TextEncoder()
         c = policy.config
@@ -113,6 +130,15 @@ class LearnedSystem2:
         if not 0 <= r < c.image_size:
             raise ValueError(f"shift_average_px must be in [0, {c.image_size}), got {shift_average_px}")
         self.shift_average_px = r
+        if goal_readings is None:
+            goal_readings = GOAL_READINGS if c.role_points else 0
+        if isinstance(goal_readings, bool) or int(goal_readings) != goal_readings or goal_readings < 0:
+            raise ValueError(f"goal_readings must be an int >= 0, got {goal_readings!r}")
+        if goal_readings and not c.role_points:
+            raise ValueError("goal_readings > 0 needs a role_points policy (its z carries the keypoints)")
+        self.goal_readings = int(goal_readings)
+        self._goal_instruction: str | None = None
+        self._goal_samples: list[np.ndarray] = []
         self.latent_shape = (policy.config.latent_tokens, policy.config.latent_dim)
         self.status = "not run"
         #: (2, 3) float64 [m, base_link] task keypoints read from the last latent (policies with a
@@ -127,6 +153,7 @@ class LearnedSystem2:
         self.status = "not run"
         self.keypoints = None
         self.task_kind = None
+        self._goal_instruction, self._goal_samples = None, []
 
     def warmup(self) -> None:
         """Load the sentence model and run one forward pass (configure time, not the first tick)."""
@@ -156,6 +183,8 @@ class LearnedSystem2:
         emb = np.repeat(emb, frames.shape[0], axis=0)  # frames: [K views, N cameras, S, S, 3]
         with self._lock, torch.inference_mode():
             z = self.policy.encode(torch.from_numpy(frames), torch.from_numpy(emb)).mean(0, keepdim=True)
+            if self.goal_readings:
+                z = self._hold_goal(z, instruction)
             if self.policy.config.keypoint_head:
                 self.keypoints = self.policy.predict_keypoints(z)[0].numpy().astype(np.float64)
             if self.policy.config.task_head:
@@ -165,6 +194,17 @@ class LearnedSystem2:
         if self.task_kind is not None:  # what System 1 will be told (diagnostics)
             self.status += f"; reads {self.task_kind} at {np.round(self.keypoints, 3).tolist()} m"
         return z.numpy().astype(np.float32, copy=True)
+
+    def _hold_goal(self, z: torch.Tensor, instruction: str) -> torch.Tensor:
+        """``z`` (1, Tz, Dz) with its goal keypoint replaced by the median of this instruction's
+        first ``goal_readings`` readings (``goal_readings`` docstring)."""
+        if instruction != self._goal_instruction:
+            self._goal_instruction, self._goal_samples = instruction, []
+        kp = self.policy.predict_keypoints(z)
+        if len(self._goal_samples) < self.goal_readings:
+            self._goal_samples.append(kp[0, 1].numpy().copy())
+        kp[0, 1] = torch.from_numpy(np.median(np.stack(self._goal_samples), axis=0))
+        return self.policy.with_keypoints(z, kp)
 
 
 class LearnedSystem1:
@@ -264,9 +304,10 @@ def load_learned_backends(
     need_system2: bool = True,
     seed: int = 0,
     prefix_steps: int = RTC_PREFIX_STEPS,
+    goal_readings: int | None = None,
 ) -> tuple[DualSystemPolicy, LearnedSystem2 | None, Callable[[], LearnedSystem1]]:
     """Load a checkpoint for the robot with ``joint_names``; ``seed`` and ``prefix_steps`` go to
-    every :class:`LearnedSystem1` the factory builds.
+    every :class:`LearnedSystem1` the factory builds, ``goal_readings`` to System 2.
 
     Returns:
         (policy, System 2 backend or None when ``need_system2`` is False, System 1 factory; every
@@ -274,8 +315,9 @@ def load_learned_backends(
 
     Raises:
         CheckpointError: missing/corrupt checkpoint or joint names that do not match the robot.
-        The factory raises ValueError for ``prefix_steps`` < 1.
+        ValueError: ``goal_readings`` that :class:`LearnedSystem2` refuses. The factory raises
+        ValueError for ``prefix_steps`` < 1.
     """
     policy = load_policy(checkpoint, expected_joint_names=tuple(joint_names))
-    s2 = LearnedSystem2(policy) if need_system2 else None
+    s2 = LearnedSystem2(policy, goal_readings=goal_readings) if need_system2 else None
     return policy, s2, lambda: LearnedSystem1(policy, seed, prefix_steps)

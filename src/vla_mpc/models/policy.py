@@ -244,9 +244,9 @@ class PolicyConfig:
         if not isinstance(self.role_points, bool):
             raise ValueError(f"PolicyConfig.role_points must be a bool, got {self.role_points!r}")
         if self.role_points and (self.text_tokens != 3 or not self.keypoint_head or self.feature_points < 2
-                                 or self.feature_points % 2 or self.latent_dim <= NUM_TASK_KEYPOINTS * 3):
+                                 or self.feature_points % 2 or self.latent_dim <= ROLE_KEYPOINT_DIM):
             raise ValueError(f"PolicyConfig.role_points needs text_tokens 3, keypoint_head, an even feature_points "
-                             f">= 2 and latent_dim > {NUM_TASK_KEYPOINTS * 3}, got {self.text_tokens}, "
+                             f">= 2 and latent_dim > {ROLE_KEYPOINT_DIM}, got {self.text_tokens}, "
                              f"{self.keypoint_head}, {self.feature_points}, {self.latent_dim}")
         w = self.keypoint_pixel_weight
         if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0) \
@@ -769,6 +769,32 @@ class DualSystemPolicy(nn.Module):
             raise RuntimeError("this policy has no keypoint head (PolicyConfig.keypoint_head is false)")
         x = self._keypoint_readout(z.float()) * self.keypoint_std + self.keypoint_mean
         return x.view(z.shape[0], NUM_TASK_KEYPOINTS, 3)
+
+    def with_keypoints(self, z: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        """``z`` with its keypoint read-out replaced: the inverse of :meth:`predict_keypoints` for a
+        ``role_points`` policy, whose latent carries the normalised keypoints in its last token's
+        first :data:`~vla_mpc.models.vlm.ROLE_KEYPOINT_DIM` values.
+
+        Args:
+            z: (B, Tz, Dz) float32 latent (not modified).
+            keypoints: (B, 2, 3) float32 [m, ``base_link``] task keypoints.
+
+        Returns:
+            (B, Tz, Dz) float32 copy of ``z`` whose :meth:`predict_keypoints` is ``keypoints``.
+
+        Raises:
+            RuntimeError: the policy was built without ``role_points`` (its keypoints are a learned
+                map of all of ``z`` and cannot be written back).
+            ValueError: ``keypoints`` is not (B, 2, 3) for ``z``'s B.
+        """
+        if not self.config.role_points:
+            raise RuntimeError("only a role_points policy carries its keypoints in z (PolicyConfig.role_points)")
+        kp = torch.as_tensor(keypoints, dtype=torch.float32)
+        if kp.shape != (z.shape[0], NUM_TASK_KEYPOINTS, 3):
+            raise ValueError(f"keypoints must be ({z.shape[0]}, {NUM_TASK_KEYPOINTS}, 3), got {tuple(kp.shape)}")
+        out = z.float().clone()
+        out[:, -1, :ROLE_KEYPOINT_DIM] = (kp.reshape(z.shape[0], -1) - self.keypoint_mean) / self.keypoint_std
+        return out
 
     def _keypoint_readout(self, z: torch.Tensor) -> torch.Tensor:
         """The keypoint head: (B, Tz, Dz) -> (B, 6) normalised keypoints; with ``role_points`` the

@@ -104,6 +104,7 @@ def load_backends(
     scripted_random_actions: bool = False,
     need_system2: bool = True,
     rtc_prefix_steps: int = 0,
+    goal_readings: int = -1,
 ):
     """Build ``(spec, system2, system1_factory)`` for ``backend``.
 
@@ -119,6 +120,8 @@ def load_backends(
         checkpoint: learned: checkpoint directory, absolute or relative to the share dir.
         rtc_prefix_steps: learned: committed steps a new chunk inpaints (``LearnedSystem1``'s
             ``prefix_steps``); 0: :data:`~vla_mpc.models.learned.RTC_PREFIX_STEPS`.
+        goal_readings: learned: System 2 holds the median of its first this-many goal readings per
+            instruction (``LearnedSystem2``'s ``goal_readings``); -1: its default, 0: off.
         scripted_noise_std / scripted_random_actions: scripted perturbations (contract H), passed
             to ``ScriptedSystem1Config`` fields ``noise_std`` / ``random_actions`` when it has them.
         need_system2: learned: also build System 2 (loads the sentence model); False for role system1.
@@ -158,7 +161,10 @@ def load_backends(
         if rtc_prefix_steps < 0:
             raise ValueError(f"rtc_prefix_steps must be 0 (the default) or >= 1, got {rtc_prefix_steps}")
         prefix_steps = int(rtc_prefix_steps) or RTC_PREFIX_STEPS
-        policy, system2, _ = load_learned_backends(resolve(checkpoint), spec.joint_names, need_system2=need_system2)
+        if goal_readings < -1:
+            raise ValueError(f"goal_readings must be -1 (the default), 0 (off) or >= 1, got {goal_readings}")
+        policy, system2, _ = load_learned_backends(resolve(checkpoint), spec.joint_names, need_system2=need_system2,
+                                                   goal_readings=None if goal_readings == -1 else int(goal_readings))
         return spec, system2, lambda seed=0: LearnedSystem1(policy, seed, prefix_steps)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
@@ -228,6 +234,9 @@ class PolicyNode(LifecycleNode):
           "default (scripted linear, learned pchip).", read_only=True)
         d("rtc_prefix_steps", 0, "Learned backend: steps of the executing chunk a new chunk inpaints (real-time "
           "chunking); 0 = the default (2: the frozen steps only), 16 = the whole overlap.", read_only=True, min_value=0, max_value=1024)
+        d("goal_readings", -1, "Learned backend with role points: System 2 holds the median of its first N goal readings "
+          "per instruction (the goal is fixed in base_link); -1 = the default (3), 0 = off.", read_only=True,
+          min_value=-1, max_value=1000)
         d("speed_scale", 0.3, "Scripted backend: fraction of the joint velocity limits used.", read_only=True, min_value=0.01, max_value=1.0)
         d("max_latent_age_s", 1.5, "Hold when the latent z is older than this [s].", min_value=0.01, max_value=60.0)
         d("max_state_age_s", 0.1, "Hold when the newest joint state is older than this [s].", min_value=0.001, max_value=10.0)
@@ -299,7 +308,7 @@ class PolicyNode(LifecycleNode):
                 p("backend"), p("robot_config"), p("chunk_size"), p("chunk_dt"), p("speed_scale"),
                 checkpoint=p("checkpoint"), scripted_noise_std=p("scripted_noise_std"),
                 scripted_random_actions=p("scripted_random_actions"), need_system2=self.role != "system1",
-                rtc_prefix_steps=p("rtc_prefix_steps"),
+                rtc_prefix_steps=p("rtc_prefix_steps"), goal_readings=p("goal_readings"),
             )
             self.system1 = self._s1_factory() if self.role != "system2" else None
             self._backend = p("backend")

@@ -37,6 +37,8 @@ import numpy as np
 from vla_mpc.core.chunking import INTERPOLATIONS, ChunkStreamer, ChunkStreamerConfig, execution_defaults
 from vla_mpc.sim.tasks import EVAL_SEED_OFFSET, TASK_KINDS, EpisodeSpec, bind_origin, sample_episode, task_keypoints
 
+#: ``PrivilegedReadouts(which=...)`` / ``--privileged-readouts``: which read-outs are the true ones.
+PRIVILEGED_READOUTS = ("all", "object", "goal")
 #: Default episode time limits [s of sim time] per task kind.
 DEFAULT_TIMEOUTS_S = {"reach": 15.0, "push": 25.0, "pick": 20.0, "pick_place": 30.0}
 
@@ -342,15 +344,24 @@ class PrivilegedReadouts:
     ``sim.tasks.task_keypoints`` of the sim's object poses at each call and (policies with a task
     head) on the episode's kind:
     the success rate System 1 would reach with a perfect System 2, which splits a learned policy's
-    failures between perception and control (an ablation, not a deployable mode).
+    failures between perception and control (an ablation, not a deployable mode). With ``which``
+    ``"object"`` or ``"goal"`` only that keypoint is true and the other is System 2's reading of
+    ``z`` (and the kind is System 2's): which of the two readings costs the episodes.
 
     Args:
         system1: a ``LearnedSystem1`` of a policy with ``keypoint_condition``.
         sim: the ``SimRobot`` the episodes run in.
+        which: ``"all"`` (both keypoints and the kind), ``"object"`` or ``"goal"``
+            (:data:`PRIVILEGED_READOUTS`).
+
+    Raises:
+        ValueError: an unknown ``which``.
     """
 
-    def __init__(self, system1: Any, sim: Any) -> None:
-        self.system1, self.sim = system1, sim
+    def __init__(self, system1: Any, sim: Any, which: str = "all") -> None:
+        if which not in PRIVILEGED_READOUTS:
+            raise ValueError(f"which must be one of {PRIVILEGED_READOUTS}, got {which!r}")
+        self.system1, self.sim, self.which = system1, sim, which
         self.chunk_size, self.action_dim, self.dt = system1.chunk_size, system1.action_dim, system1.dt
         self._episode: EpisodeSpec | None = None
         self._task: Any = None
@@ -376,15 +387,22 @@ class PrivilegedReadouts:
         objects = self.sim.object_poses()
         if self._task is None:  # the episode's start: the sim has been reset to it
             self._task = bind_origin(self._episode.task, objects)
-        return self.system1.infer(z, proprio, prefix, velocity, keypoints=task_keypoints(self._task, objects),
-                                  task_kind=self._episode.kind if self._with_kind else None)
+        keypoints = np.asarray(task_keypoints(self._task, objects), dtype=np.float32)
+        kind = self._episode.kind if self._with_kind else None
+        if self.which != "all":
+            import torch
+
+            read = self.system1.policy.predict_keypoints(torch.as_tensor(z, dtype=torch.float32)[None])[0].numpy()
+            keypoints[1 if self.which == "object" else 0] = read[1 if self.which == "object" else 0]
+            kind = None
+        return self.system1.infer(z, proprio, prefix, velocity, keypoints=keypoints, task_kind=kind)
 
 
 def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], episodes: int,
                           seed_start: int = EVAL_SEED_OFFSET, config: RolloutConfig | None = None,
                           image_size: int = 224, threads: int = 2,
-                          privileged_readouts: bool = False, system1_seed: int = 0,
-                          rtc_prefix_steps: int | None = None) -> dict[str, Any]:
+                          privileged_readouts: bool | str = False, system1_seed: int = 0,
+                          rtc_prefix_steps: int | None = None, goal_readings: int | None = None) -> dict[str, Any]:
     """Run a learned policy checkpoint ROS-free on seeds ``seed_start ..`` of each kind.
 
     Args:
@@ -393,8 +411,9 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
             interpolation, as in the policy node).
         image_size: the rendered camera side [px] (the sim node's ``image_width`` / ``image_height``).
         threads: torch intra-op threads.
-        privileged_readouts: System 1 gets the true keypoints and kind (:class:`PrivilegedReadouts`);
-            the output then says ``"privileged_readouts": true``.
+        privileged_readouts: System 1 gets the true keypoints and kind (:class:`PrivilegedReadouts`;
+            True or ``"all"``), or only the true object or goal (``"object"`` / ``"goal"``); the
+            output then says ``"privileged_readouts": "all"`` (or which).
         system1_seed: seeds System 1's sampling noise (reset to it at every episode). A flow
             policy's success on a layout depends on its noise: session 10's Franka checkpoint
             solved 45, 33 and 42 of the 50 evaluation reach layouts with seeds 0, 1 and 2 (safety
@@ -410,7 +429,9 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
     Raises:
         CheckpointError: a missing, corrupt or mismatched checkpoint.
         ValueError: ``privileged_readouts`` for a policy without ``keypoint_condition``;
-            ``rtc_prefix_steps`` < 1.
+            ``rtc_prefix_steps`` < 1; an unknown ``privileged_readouts``; ``goal_readings`` that
+            ``LearnedSystem2`` refuses.
+        goal_readings: ``LearnedSystem2``'s (None: its default; 0: the goal as read).
     """
     import torch
 
@@ -422,21 +443,24 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
     t_wall = time.perf_counter()
     spec = load_robot_spec(robot)
     prefix_steps = RTC_PREFIX_STEPS if rtc_prefix_steps is None else rtc_prefix_steps
+    which = "all" if privileged_readouts is True else (privileged_readouts or None)
+    if which is not None and which not in PRIVILEGED_READOUTS:
+        raise ValueError(f"privileged_readouts must be a bool or one of {PRIVILEGED_READOUTS}, got {which!r}")
     policy, s2, make_s1 = load_learned_backends(checkpoint, spec.joint_names, seed=system1_seed,
-                                                prefix_steps=prefix_steps)
-    if privileged_readouts and not policy.config.keypoint_condition:
+                                                prefix_steps=prefix_steps, goal_readings=goal_readings)
+    if which and not policy.config.keypoint_condition:
         raise ValueError("privileged_readouts needs a policy whose System 1 reads keypoints (keypoint_condition)")
     s1 = make_s1()
     cams = tuple(policy.config.cameras)
     sim = SimRobot(spec, cameras=cams, image_size=(image_size, image_size))
-    if privileged_readouts:
-        s1 = PrivilegedReadouts(s1, sim)
+    if which:
+        s1 = PrivilegedReadouts(s1, sim, which)
     out: dict[str, Any] = {"robot": robot, "checkpoint": str(checkpoint), "episodes": episodes,
                            "seed_start": seed_start, "system1_seed": system1_seed,
-                           "rtc_prefix_steps": prefix_steps, "sr": {},
+                           "rtc_prefix_steps": prefix_steps, "goal_readings": s2.goal_readings, "sr": {},
                            "time_to_success_s": {}, "failed_seeds": {}}
-    if privileged_readouts:
-        out["privileged_readouts"] = True
+    if which:
+        out["privileged_readouts"] = which
     try:
         _fill_success_rates(out, "sr", sim, robot, kinds, episodes, seed_start, s2, s1,
                             learned_config() if config is None else config, cams)
@@ -473,9 +497,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtc-prefix-steps", type=int, default=None,
                     help="with --checkpoint: steps of the executing chunk each new chunk inpaints (default "
                          "models.learned.RTC_PREFIX_STEPS, as the policy node; 16: the whole overlap)")
-    ap.add_argument("--privileged-readouts", action="store_true",
+    ap.add_argument("--privileged-readouts", nargs="?", const="all", default=None, choices=PRIVILEGED_READOUTS,
                     help="with --checkpoint: System 1 gets the true task keypoints and kind instead of System 2's "
-                         "(System 1's success rate with a perfect System 2)")
+                         "(System 1's success rate with a perfect System 2); 'object' or 'goal': only that "
+                         "keypoint is true")
+    ap.add_argument("--goal-readings", type=int, default=None,
+                    help="with --checkpoint: System 2 holds the median of its first N goal readings per "
+                         "instruction (models.learned.GOAL_READINGS for role-point policies; 0: off)")
     args = ap.parse_args(argv)
     kinds = args.kind or ["all"]
     if "all" in kinds:
@@ -490,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     if args.checkpoint is None:
-        if args.privileged_readouts or args.rtc_prefix_steps is not None:
-            ap.error("--privileged-readouts and --rtc-prefix-steps need --checkpoint")
+        if args.privileged_readouts or args.rtc_prefix_steps is not None or args.goal_readings is not None:
+            ap.error("--privileged-readouts, --rtc-prefix-steps and --goal-readings need --checkpoint")
         print(json.dumps(expert_success_rates(args.robot, kinds, args.episodes, args.seed_start, config)))
         return 0
     from vla_mpc.models.checkpoint import CheckpointError
@@ -501,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                                                args.seed_start, config, threads=args.threads,
                                                privileged_readouts=args.privileged_readouts,
                                                system1_seed=args.system1_seed,
-                                               rtc_prefix_steps=args.rtc_prefix_steps)))
+                                               rtc_prefix_steps=args.rtc_prefix_steps,
+                                               goal_readings=args.goal_readings)))
     except (CheckpointError, ValueError) as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2
