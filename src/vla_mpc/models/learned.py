@@ -183,10 +183,12 @@ class LearnedSystem2:
         emb = np.repeat(emb, frames.shape[0], axis=0)  # frames: [K views, N cameras, S, S, 3]
         with self._lock, torch.inference_mode():
             z = self.policy.encode(torch.from_numpy(frames), torch.from_numpy(emb)).mean(0, keepdim=True)
-            if self.goal_readings:
-                z = self._hold_goal(z, instruction)
             if self.policy.config.keypoint_head:
-                self.keypoints = self.policy.predict_keypoints(z)[0].numpy().astype(np.float64)
+                kp = self.policy.predict_keypoints(z)
+                if self.goal_readings:  # role_points: the held goal goes back into z
+                    kp = self._hold_goal(kp, instruction)
+                    z = self.policy.with_keypoints(z, kp)
+                self.keypoints = kp[0].numpy().astype(np.float64)
             if self.policy.config.task_head:
                 self.task_kind = TASK_KINDS[int(self.policy.predict_task_kind(z)[0])]
             z = z[0]
@@ -195,16 +197,15 @@ class LearnedSystem2:
             self.status += f"; reads {self.task_kind} at {np.round(self.keypoints, 3).tolist()} m"
         return z.numpy().astype(np.float32, copy=True)
 
-    def _hold_goal(self, z: torch.Tensor, instruction: str) -> torch.Tensor:
-        """``z`` (1, Tz, Dz) with its goal keypoint replaced by the median of this instruction's
-        first ``goal_readings`` readings (``goal_readings`` docstring)."""
+    def _hold_goal(self, kp: torch.Tensor, instruction: str) -> torch.Tensor:
+        """``kp`` (1, 2, 3) [m] with its goal row replaced by the median of this instruction's
+        first ``goal_readings`` goal readings (``goal_readings`` docstring); modifies ``kp``."""
         if instruction != self._goal_instruction:
             self._goal_instruction, self._goal_samples = instruction, []
-        kp = self.policy.predict_keypoints(z)
         if len(self._goal_samples) < self.goal_readings:
             self._goal_samples.append(kp[0, 1].numpy().copy())
         kp[0, 1] = torch.from_numpy(np.median(np.stack(self._goal_samples), axis=0))
-        return self.policy.with_keypoints(z, kp)
+        return kp
 
 
 class LearnedSystem1:

@@ -389,11 +389,12 @@ class PrivilegedReadouts:
             self._task = bind_origin(self._episode.task, objects)
         keypoints = np.asarray(task_keypoints(self._task, objects), dtype=np.float32)
         kind = self._episode.kind if self._with_kind else None
-        if self.which != "all":
+        if self.which != "all":  # the other row is System 2's reading of z
             import torch
 
             read = self.system1.policy.predict_keypoints(torch.as_tensor(z, dtype=torch.float32)[None])[0].numpy()
-            keypoints[1 if self.which == "object" else 0] = read[1 if self.which == "object" else 0]
+            row = 1 if self.which == "object" else 0
+            keypoints[row] = read[row]
             kind = None
         return self.system1.infer(z, proprio, prefix, velocity, keypoints=keypoints, task_kind=kind)
 
@@ -421,9 +422,12 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
             with feature points, 9 views) 49, 44 and 50. Compare checkpoints over several seeds.
         rtc_prefix_steps: committed steps each new chunk inpaints (``LearnedSystem1``'s
             ``prefix_steps``); None: :data:`~vla_mpc.models.learned.RTC_PREFIX_STEPS`, as the node.
+        goal_readings: ``LearnedSystem2``'s (None: its default,
+            :data:`~vla_mpc.models.learned.GOAL_READINGS` for role-point policies; 0: the goal as read).
 
     Returns:
-        ``{"robot", "checkpoint", "episodes", "seed_start", "system1_seed", "rtc_prefix_steps", "sr": {kind: float},
+        ``{"robot", "checkpoint", "episodes", "seed_start", "system1_seed", "rtc_prefix_steps", "goal_readings",
+        "sr": {kind: float},
         "time_to_success_s": {kind: mean [s] or None}, "failed_seeds": {kind: [int]}, "wall_s": float}``.
 
     Raises:
@@ -431,7 +435,6 @@ def learned_success_rates(checkpoint: str, robot: str, kinds: Sequence[str], epi
         ValueError: ``privileged_readouts`` for a policy without ``keypoint_condition``;
             ``rtc_prefix_steps`` < 1; an unknown ``privileged_readouts``; ``goal_readings`` that
             ``LearnedSystem2`` refuses.
-        goal_readings: ``LearnedSystem2``'s (None: its default; 0: the goal as read).
     """
     import torch
 
